@@ -37,7 +37,10 @@ impl kernel::Module for PcieoeDev {
             pr_err!("invalid ethertype parameter: {}\n", e);
             EINVAL
         })?;
-        pr_info!("device interface loaded, Ethertype {:#06x}\n", ethertype.get());
+        pr_info!(
+            "device interface loaded, Ethertype {:#06x}\n",
+            ethertype.get()
+        );
         Ok(PcieoeDev { ethertype })
     }
 }

@@ -37,7 +37,10 @@ impl kernel::Module for PcieoeHost {
             pr_err!("invalid ethertype parameter: {}\n", e);
             EINVAL
         })?;
-        pr_info!("host interface loaded, Ethertype {:#06x}\n", ethertype.get());
+        pr_info!(
+            "host interface loaded, Ethertype {:#06x}\n",
+            ethertype.get()
+        );
         Ok(PcieoeHost { ethertype })
     }
 }

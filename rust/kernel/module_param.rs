@@ -21,7 +21,7 @@
 //!     /// Ethertype of the frames (read at load time).
 //!     ethertype: u16 = 0x88b5, "Ethertype of PCIeoE frames";
 //!     /// Name of the network interface to bind to.
-//!     netdev: str = c"", "Network interface to bind at load time";
+//!     netdev: str = c_str!(""), "Network interface to bind at load time";
 //! }
 //!
 //! fn init() {
@@ -30,8 +30,9 @@
 //! }
 //! ```
 
+use crate::ffi::{c_char, c_void};
 use crate::{bindings, str::CStr};
-use core::{cell::UnsafeCell, ffi::c_char, ffi::c_void};
+use core::cell::UnsafeCell;
 
 /// A type that can be a module parameter: a kernel `param_ops_*` parses it.
 ///
@@ -55,9 +56,8 @@ macro_rules! impl_param_type {
         // signedness as `$t` (checked by the kernel's `param_check_*` in C).
         unsafe impl ParamType for $t {
             type Raw = $t;
-            // SAFETY: Only the address of the extern static is taken.
             const OPS: *const bindings::kernel_param_ops =
-                unsafe { core::ptr::addr_of!(bindings::$ops) };
+                core::ptr::addr_of!(bindings::$ops);
             const TYPE_NAME: &'static str = $name;
         }
     )*};
@@ -81,9 +81,7 @@ pub struct Str;
 // the `char *` that `arg` points to, and never stores NULL.
 unsafe impl ParamType for Str {
     type Raw = *mut c_char;
-    // SAFETY: Only the address of the extern static is taken.
-    const OPS: *const bindings::kernel_param_ops =
-        unsafe { core::ptr::addr_of!(bindings::param_ops_charp) };
+    const OPS: *const bindings::kernel_param_ops = core::ptr::addr_of!(bindings::param_ops_charp);
     const TYPE_NAME: &'static str = "charp";
 }
 
@@ -200,6 +198,15 @@ pub const fn modinfo_len(parts: [&str; 4]) -> usize {
 /// then being a C string literal). See the [module documentation](self).
 #[macro_export]
 macro_rules! module_params {
+    (@type str) => { $crate::module_param::Str };
+    (@type $ty:ty) => { $ty };
+    (@raw str, $default:expr) => {
+        {
+            let s: &'static $crate::str::CStr = $default;
+            s.as_char_ptr().cast_mut()
+        }
+    };
+    (@raw $ty:ty, $default:expr) => { $default };
     ($($(#[$meta:meta])* $name:ident : $ty:tt = $default:expr, $desc:literal;)*) => {
         /// The module's parameters, set at load time.
         #[allow(non_upper_case_globals)]
@@ -224,37 +231,30 @@ macro_rules! module_params {
                     const DESC: [&str; 4] = ["parm=", NAME, ":", $desc];
 
                     #[link_section = ".modinfo"]
-                    #[used]
+                    #[used(compiler)]
                     static PARMTYPE: [u8; modinfo_len(TYPE)] = modinfo(TYPE);
                     #[link_section = ".modinfo"]
-                    #[used]
+                    #[used(compiler)]
                     static PARM: [u8; modinfo_len(DESC)] = modinfo(DESC);
 
                     extern "C" {
                         static __this_module: $crate::types::Opaque<$crate::bindings::module>;
                     }
                     #[link_section = "__param"]
-                    #[used]
-                    // SAFETY: The name is NUL-terminated, the storage is the
-                    // static declared above and `__this_module` is this module.
-                    static PARAM: KernelParam = unsafe {
-                        KernelParam::new::<T>(
-                            concat!(stringify!($name), "\0"),
-                            __this_module.get(),
-                            core::ptr::addr_of!($name),
-                        )
+                    #[used(compiler)]
+                    static PARAM: KernelParam = {
+                        // SAFETY: The name is NUL-terminated, the storage is the
+                        // static declared above and `__this_module` is this module.
+                        unsafe {
+                            KernelParam::new::<T>(
+                                concat!(stringify!($name), "\0"),
+                                __this_module.get(),
+                                core::ptr::addr_of!($name),
+                            )
+                        }
                     };
                 };
             )*
         }
     };
-    (@type str) => { $crate::module_param::Str };
-    (@type $ty:ty) => { $ty };
-    (@raw str, $default:expr) => {
-        {
-            let s: &'static $crate::str::CStr = $default;
-            s.as_char_ptr().cast_mut()
-        }
-    };
-    (@raw $ty:ty, $default:expr) => { $default };
 }

@@ -41,8 +41,8 @@ param_is() {
 	[[ $got == "$3" ]] || { echo "/sys/module/$1/parameters/$2 is '$got', want '$3'"; return 1; }
 }
 
-# refused MODULE ARGS... : insmod fails with "Invalid argument" and leaves
-# nothing loaded.
+# refused MODULE ARGS... : insmod fails with EINVAL and leaves nothing
+# loaded. (kmod's insmod words EINVAL as "Invalid parameters".)
 refused() {
 	local m=$1 out
 	shift
@@ -51,7 +51,7 @@ refused() {
 		echo "insmod $m $* succeeded"
 		return 1
 	fi
-	[[ $out == *"Invalid argument"* ]] || { echo "insmod said: $out"; return 1; }
+	[[ $out == *"Invalid parameters"* ]] || { echo "insmod said: $out (want EINVAL)"; return 1; }
 	! loaded "$m" || { echo "$m is loaded"; return 1; }
 }
 
