@@ -99,7 +99,10 @@ mod tests {
     #[test]
     fn experimental_ethertypes_are_accepted() {
         assert_eq!(EtherType::new(DEFAULT), Ok(EtherType::default()));
-        assert_eq!(EtherType::new(EXPERIMENTAL_2).map(EtherType::get), Ok(0x88B6));
+        assert_eq!(
+            EtherType::new(EXPERIMENTAL_2).map(EtherType::get),
+            Ok(0x88B6)
+        );
     }
 
     #[test]
