@@ -831,8 +831,15 @@ impl ConfigSpace {
     }
 
     fn bar_address_at(&self, base: u16, bars: &[Bar; 6], index: usize) -> Option<u64> {
-        let reg = base + 4 * u16::try_from(index).ok()?;
-        match bars.get(index)? {
+        // Look the BAR up before computing its register: `index` comes from
+        // the caller, and `4 * index` overflowed a u16 (a panic with
+        // overflow checks) for an index of 16384 or more.
+        let bar = bars.get(index)?;
+        let reg = u16::try_from(index)
+            .ok()?
+            .checked_mul(4)?
+            .checked_add(base)?;
+        match bar {
             Bar::Unused => None,
             Bar::Mem32 { .. } => Some(u64::from(self.get(reg, 4) & !0xf)),
             Bar::Mem64 { .. } => {
@@ -1703,6 +1710,17 @@ mod tests {
         assert_eq!(cs.add_sriov(&bad), Err(BuildError::BarSlot { index: 2 }));
         assert_eq!(cs.sriov_control(), None);
         assert_eq!(cs.ext_caps().count(), 0);
+    }
+
+    #[test]
+    fn bar_address_of_huge_index_is_none() {
+        // Regression: `4 * index` used to overflow a u16 (and panic) before
+        // the index was checked against the six BARs.
+        let cs = full_space();
+        for index in [6, 16383, 16384, 65535, 65536, usize::MAX] {
+            assert_eq!(cs.bar_address(index), None, "BAR {index}");
+            assert_eq!(cs.vf_bar_address(index), None, "VF BAR {index}");
+        }
     }
 
     #[test]

@@ -266,7 +266,10 @@ impl RttEstimator {
             // RFC 6298 2.3, beta = 1/4 then alpha = 1/8.
             let srtt = self.srtt8 / 8;
             let delta = r.abs_diff(srtt);
-            self.rttvar4 = self.rttvar4 - self.rttvar4 / 4 + delta;
+            // Saturating: samples are caller time differences, and with
+            // RTTs near 2^63 ns (`Instant`s far apart, as a fuzzer or a
+            // clock jump can give) the plain sum overflowed and panicked.
+            self.rttvar4 = (self.rttvar4 - self.rttvar4 / 4).saturating_add(delta);
             self.srtt8 = (self.srtt8 - self.srtt8 / 8).saturating_add(r);
         }
         // RFC 6298 5.7 spirit: a new sample ends the backoff.
@@ -1133,6 +1136,24 @@ mod tests {
         for _ in 0..40 {
             r.back_off();
         }
+        assert_eq!(r.rto(), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn rtt_estimator_saturates_on_huge_samples() {
+        // Regression: RTTVAR's update overflowed (a panic with overflow
+        // checks) for a second sample far from the first, both near 2^63 ns.
+        let mut r = RttEstimator::new(
+            Duration::from_millis(10),
+            Duration::from_micros(100),
+            Duration::from_millis(100),
+        );
+        r.sample(Duration::from_nanos(1 << 63));
+        r.sample(Duration::from_nanos((1 << 63) - 1));
+        r.sample(Duration::MAX);
+        r.sample(Duration::MAX);
+        assert_eq!(r.rto(), Duration::from_millis(100));
+        r.sample(Duration::ZERO);
         assert_eq!(r.rto(), Duration::from_millis(100));
     }
 
