@@ -4,4 +4,11 @@
  * Included at the end of rust/bindings/bindings_helper.h by
  * scripts/kernel-additions.
  */
+#include <linux/debugfs.h>
+#include <linux/hrtimer.h>
 #include <linux/moduleparam.h>
+#include <linux/netdevice.h>
+#include <linux/random.h>
+#include <linux/seq_file.h>
+#include <linux/skbuff.h>
+#include <net/net_namespace.h>
