@@ -11,7 +11,14 @@ use kernel::prelude::*;
 #[path = "../rust/pcieoe/src/lib.rs"]
 pub mod pcieoe;
 
-use pcieoe::ethertype::EtherType;
+#[path = "../common/port.rs"]
+mod port;
+#[path = "../common/stats.rs"]
+mod stats;
+
+use kernel::c_str;
+use pcieoe::{ethertype::EtherType, session::Role};
+use port::{Port, PortConfig};
 
 module! {
     type: PcieoeHost,
@@ -25,10 +32,13 @@ kernel::module_params! {
     /// Ethertype of the PCIeoE frames this host sends and accepts.
     ethertype: u16 = crate::pcieoe::ethertype::DEFAULT,
         "Ethertype of PCIeoE frames (default 0x88b5; 0x88b6 is the other local experimental one)";
+    /// Network interface to bind at load time (empty: none).
+    netdev: str = kernel::c_str!(""), "Network interface to bind at load time (empty: none)";
 }
 
 struct PcieoeHost {
     ethertype: EtherType,
+    _port: Option<Port>,
 }
 
 impl kernel::Module for PcieoeHost {
@@ -37,11 +47,25 @@ impl kernel::Module for PcieoeHost {
             pr_err!("invalid ethertype parameter: {}\n", e);
             EINVAL
         })?;
+        let ifname = module_params::netdev.get();
+        let port = if ifname.is_empty() {
+            None
+        } else {
+            Some(Port::bind(&PortConfig {
+                role: Role::Host,
+                ifname,
+                ethertype,
+                debugfs: c_str!("pcieoe_host"),
+            })?)
+        };
         pr_info!(
             "host interface loaded, Ethertype {:#06x}\n",
             ethertype.get()
         );
-        Ok(PcieoeHost { ethertype })
+        Ok(PcieoeHost {
+            ethertype,
+            _port: port,
+        })
     }
 }
 

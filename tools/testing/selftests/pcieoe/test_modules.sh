@@ -26,8 +26,12 @@ modinfo_ok() {
 	[[ $(modinfo -F vermagic "$f") == "$(uname -r) "* ]] ||
 		{ echo "vermagic '$(modinfo -F vermagic "$f")' is not for $(uname -r)"; return 1; }
 	if [[ " $with_ethertype " == *" $m "* ]]; then
-		[[ $(modinfo -F parm "$f") == "ethertype:Ethertype of PCIeoE frames"*"(ushort)" ]] ||
-			{ echo "parm: '$(modinfo -F parm "$f")'"; return 1; }
+		local parms
+		parms=$(modinfo -F parm "$f")
+		grep -qx "ethertype:Ethertype of PCIeoE frames.*(ushort)" <<<"$parms" ||
+			{ echo "parm: '$parms'"; return 1; }
+		grep -qx "netdev:Network interface to bind at load time.*(charp)" <<<"$parms" ||
+			{ echo "parm: '$parms'"; return 1; }
 	fi
 }
 
@@ -63,6 +67,7 @@ for m in pcieoe_host pcieoe_dev pcieoe_vnic pcieoe_vhba; do
 	check "$m: loaded and logged" bash -c "[[ -d /sys/module/$m ]] && dmesg | tail -n 20 | grep -q '$m: .* loaded'"
 	if [[ " $with_ethertype " == *" $m "* ]]; then
 		check "$m: ethertype parameter defaults to 0x88b5" param_is "$m" ethertype 34997
+		check "$m: netdev parameter defaults to empty (nothing bound)" param_is "$m" netdev ""
 	fi
 	dmesg_clean "$m: insmod"
 	check "$m: rmmod" rmmod "$m"
