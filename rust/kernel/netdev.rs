@@ -16,12 +16,17 @@
 //!   as bytes;
 //! * [`PacketRegistration`], a `struct packet_type` that hands every frame
 //!   of one Ethertype received on one device to a [`PacketHandler`], as the
-//!   bytes of the whole frame, Ethernet header included.
+//!   bytes of the whole frame, Ethernet header included;
+//! * [`NotifierRegistration`], a netdevice notifier (`struct
+//!   notifier_block` on the netdev chain) that tells a [`Notifier`] about
+//!   every device's [`Event`]s: up, down, carrier, MTU, unregistration.
 //!
 //! # Contexts
 //!
 //! [`PacketHandler::receive`] runs in softirq context (`NET_RX`), under
-//! `rcu_read_lock()`: it must not sleep. [`NetDevice::transmit`] may be
+//! `rcu_read_lock()`: it must not sleep. [`Notifier::event`] runs in
+//! process context with the RTNL mutex held: it may sleep, but must not
+//! take RTNL (directly, or by dropping a [`NotifierRegistration`]). [`NetDevice::transmit`] may be
 //! called in process or softirq context, with or without bottom halves
 //! disabled, but not with hard interrupts disabled (the transmit path
 //! enables bottom halves on its way out).
@@ -46,12 +51,25 @@ pub const ETH_HLEN: usize = 14;
 /// someone holds such a reference, unregistering the device waits (and
 /// logs "waiting for ... to become free"): drop it when you are done.
 ///
+/// Two `&NetDevice` are equal when they are the same device (identity, as
+/// C compares `struct net_device *`).
+///
 /// # Invariants
 ///
 /// The inner `net_device` is valid: a `&NetDevice` is only handed out while
-/// a reference to the device is held.
+/// a reference to the device is held, or, in [`Notifier::event`], while
+/// RTNL is held across a notification about it (the core frees a device
+/// only after its unregistration notifiers returned and RTNL was dropped).
 #[repr(transparent)]
 pub struct NetDevice(Opaque<bindings::net_device>);
+
+impl PartialEq for NetDevice {
+    fn eq(&self, other: &Self) -> bool {
+        core::ptr::eq(self, other)
+    }
+}
+
+impl Eq for NetDevice {}
 
 // SAFETY: `dev_hold()` and `dev_put()` may be called from any thread, and a
 // reference keeps the `net_device` allocated.
@@ -412,5 +430,214 @@ impl<T: PacketHandler> Drop for PacketRegistration<T> {
         // `dev_remove_pack()` unlinks it and waits (`synchronize_net()`)
         // until no CPU runs `rcv` for it, after which the box may be freed.
         unsafe { bindings::dev_remove_pack(self.inner.pt.get()) };
+    }
+}
+
+/// A netdevice notifier event (`enum netdev_cmd`, `NETDEV_*`).
+///
+/// The events this crate's users act on have their own variants; every
+/// other value is kept as [`Event::Other`], so no value is lost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// `NETDEV_UP`: the device was brought up (administratively).
+    Up,
+    /// `NETDEV_GOING_DOWN`: the device is about to go down.
+    GoingDown,
+    /// `NETDEV_DOWN`: the device was brought down.
+    Down,
+    /// `NETDEV_CHANGE`: a state change, such as carrier on or off.
+    Change,
+    /// `NETDEV_REGISTER`: the device was registered.
+    Register,
+    /// `NETDEV_UNREGISTER`: the device is being unregistered (or moved to
+    /// another network namespace). References to it must be dropped now:
+    /// unregistration waits for them.
+    Unregister,
+    /// `NETDEV_CHANGEMTU`: the MTU changed.
+    ChangeMtu,
+    /// `NETDEV_CHANGENAME`: the device was renamed.
+    ChangeName,
+    /// Any other `NETDEV_*` value.
+    Other(u64),
+}
+
+impl From<u64> for Event {
+    fn from(v: u64) -> Self {
+        match u32::try_from(v) {
+            Ok(bindings::netdev_cmd_NETDEV_UP) => Event::Up,
+            Ok(bindings::netdev_cmd_NETDEV_GOING_DOWN) => Event::GoingDown,
+            Ok(bindings::netdev_cmd_NETDEV_DOWN) => Event::Down,
+            Ok(bindings::netdev_cmd_NETDEV_CHANGE) => Event::Change,
+            Ok(bindings::netdev_cmd_NETDEV_REGISTER) => Event::Register,
+            Ok(bindings::netdev_cmd_NETDEV_UNREGISTER) => Event::Unregister,
+            Ok(bindings::netdev_cmd_NETDEV_CHANGEMTU) => Event::ChangeMtu,
+            Ok(bindings::netdev_cmd_NETDEV_CHANGENAME) => Event::ChangeName,
+            _ => Event::Other(v),
+        }
+    }
+}
+
+impl From<Event> for u64 {
+    fn from(e: Event) -> u64 {
+        let v = match e {
+            Event::Up => bindings::netdev_cmd_NETDEV_UP,
+            Event::GoingDown => bindings::netdev_cmd_NETDEV_GOING_DOWN,
+            Event::Down => bindings::netdev_cmd_NETDEV_DOWN,
+            Event::Change => bindings::netdev_cmd_NETDEV_CHANGE,
+            Event::Register => bindings::netdev_cmd_NETDEV_REGISTER,
+            Event::Unregister => bindings::netdev_cmd_NETDEV_UNREGISTER,
+            Event::ChangeMtu => bindings::netdev_cmd_NETDEV_CHANGEMTU,
+            Event::ChangeName => bindings::netdev_cmd_NETDEV_CHANGENAME,
+            Event::Other(v) => return v,
+        };
+        u64::from(v)
+    }
+}
+
+/// Receives the events of a [`NotifierRegistration`].
+pub trait Notifier: Send + Sync {
+    /// `event` happened to `dev`, which may be any device of any network
+    /// namespace: compare it with the device you care about
+    /// (`NetDevice: Eq` compares identity).
+    ///
+    /// Runs in process context with RTNL held, one call at a time for all
+    /// notifiers: it may sleep, but must not take RTNL (which includes
+    /// dropping a [`NotifierRegistration`]). `dev` is valid for the call
+    /// only; take a reference (`ARef::from(dev)`) to keep it.
+    ///
+    /// Registering replays [`Event::Register`] and [`Event::Up`] for every
+    /// existing device, and unregistering replays [`Event::GoingDown`],
+    /// [`Event::Down`] and [`Event::Unregister`], so a handler also sees
+    /// events that describe its own registration, not the devices.
+    fn event(&self, event: Event, dev: &NetDevice);
+}
+
+/// The `notifier_block` of a registration with its handler.
+///
+/// # Invariants
+///
+/// `nb.notifier_call` is [`NotifierRegistration::call`], the rest of `nb`
+/// is zero until registration, and while `nb` is on the netdev chain the
+/// structure does not move and is not freed.
+#[repr(C)]
+struct NotifierBlock<T: Notifier> {
+    nb: Opaque<bindings::notifier_block>,
+    handler: Arc<T>,
+}
+
+/// A netdevice notifier: the events of every network device go to a
+/// [`Notifier`] until this is dropped (`register_netdevice_notifier()` /
+/// `unregister_netdevice_notifier()`).
+///
+/// Creating and dropping take RTNL: both may sleep, and neither may happen
+/// with RTNL held, from [`Notifier::event`] in particular. Once the drop
+/// returns, no call of the handler runs or will run (calls are made under
+/// RTNL, which the drop takes), so the module that owns the handler may go.
+///
+/// # Invariants
+///
+/// `inner.nb` is registered with `register_netdevice_notifier()` until
+/// `drop`.
+pub struct NotifierRegistration<T: Notifier> {
+    inner: Pin<KBox<NotifierBlock<T>>>,
+}
+
+// SAFETY: The registration may be dropped (unregistering, which sleeps) on
+// any thread; the handler it owns is `Send + Sync`.
+unsafe impl<T: Notifier> Send for NotifierRegistration<T> {}
+
+// SAFETY: No method takes `&NotifierRegistration`; the networking core
+// reaches the `notifier_block` (and the `Sync` handler) through its own
+// pointer.
+unsafe impl<T: Notifier> Sync for NotifierRegistration<T> {}
+
+impl<T: Notifier> NotifierRegistration<T> {
+    /// Sends the events of every network device to `handler` from now on,
+    /// starting with the replay of [`Event::Register`] and [`Event::Up`] for
+    /// the devices that exist. May sleep; takes RTNL.
+    ///
+    /// # Errors
+    ///
+    /// `ENOMEM`, or the error of `register_netdevice_notifier()`.
+    pub fn new(handler: Arc<T>) -> Result<Self> {
+        let inner = KBox::pin(
+            NotifierBlock {
+                nb: Opaque::uninit(),
+                handler,
+            },
+            GFP_KERNEL,
+        )?;
+        let nb = inner.nb.get();
+        // INVARIANT: Zeroed and the callback set before registration; the
+        // box is pinned and only freed after unregistration (`drop`, or
+        // below when registering fails).
+        // SAFETY: `nb` points to the `notifier_block` inside the pinned box,
+        // valid for writes; all-zero is a valid, unlinked `notifier_block`
+        // (priority 0, no next). `register_netdevice_notifier()` links it
+        // and replays events through `call`, which the handler in the box
+        // serves; the box outlives the registration.
+        let ret = unsafe {
+            core::ptr::write_bytes(nb, 0, 1);
+            (*nb).notifier_call = Some(Self::call);
+            bindings::register_netdevice_notifier(nb)
+        };
+        crate::error::to_result(ret)?;
+        // INVARIANT: Registered just above (on failure the chain does not
+        // hold `nb`: the C function unlinks it before returning an error).
+        Ok(Self { inner })
+    }
+
+    /// The `notifier_block.notifier_call` callback.
+    ///
+    /// # Safety
+    ///
+    /// Called by the netdev notifier chain, under RTNL, with `nb` the
+    /// `notifier_block` of a live [`NotifierRegistration<T>`] (guaranteed
+    /// until `unregister_netdevice_notifier()` returns) and `data` a valid
+    /// `struct netdev_notifier_info` (every notification of the netdev
+    /// chain passes one, or a structure that starts with one) whose `dev`
+    /// stays valid for the call.
+    unsafe extern "C" fn call(
+        nb: *mut bindings::notifier_block,
+        action: crate::ffi::c_ulong,
+        data: *mut crate::ffi::c_void,
+    ) -> crate::ffi::c_int {
+        // SAFETY: By the safety requirements `data` points to a valid
+        // `netdev_notifier_info` (`netdev_notifier_info_to_dev()` reads
+        // the same field).
+        let dev = unsafe { (*data.cast::<bindings::netdev_notifier_info>()).dev };
+        if dev.is_null() {
+            return bindings::NOTIFY_DONE as crate::ffi::c_int;
+        }
+        // SAFETY: `dev` is valid for the call and RTNL is held (safety
+        // requirements), which is the second case of `NetDevice`'s
+        // invariants; `NetDevice` is `repr(transparent)`.
+        let dev = unsafe { &*dev.cast::<NetDevice>() };
+        // SAFETY: By the safety requirements `nb` is the `nb` field of a
+        // live `NotifierBlock<T>` (`repr(C)`, `Opaque` is
+        // `repr(transparent)`).
+        let this = unsafe {
+            &*crate::container_of!(
+                nb.cast::<Opaque<bindings::notifier_block>>(),
+                NotifierBlock<T>,
+                nb
+            )
+        };
+        // `unsigned long` is at most 64 bits wide on every Linux target.
+        let action = u64::try_from(action).unwrap_or(u64::MAX);
+        this.handler.event(Event::from(action), dev);
+        bindings::NOTIFY_DONE as crate::ffi::c_int
+    }
+}
+
+impl<T: Notifier> Drop for NotifierRegistration<T> {
+    fn drop(&mut self) {
+        // SAFETY: Registered with `register_netdevice_notifier()` (type
+        // invariants). `unregister_netdevice_notifier()` takes RTNL, under
+        // which every call of `call` runs, replays the down and unregister
+        // events (through `call`, the box still being live) and unlinks the
+        // block; when it returns no call runs or can start, so the box may
+        // be freed.
+        unsafe { bindings::unregister_netdevice_notifier(self.inner.nb.get()) };
     }
 }
