@@ -29,6 +29,45 @@
 //!
 //! The timer is re-armed under the lock, from whichever path polled last,
 //! so a stale deadline computed by one path cannot overwrite a newer one.
+//!
+//! # Binding, unbinding and the netdev's lifetime
+//!
+//! A [`Binding`] is what a module keeps: a [`Slot`] holding the [`Port`]
+//! (or nothing, once the netdev went away) and a netdevice notifier whose
+//! handler is that slot. The port holds a reference to the netdev
+//! (`dev_hold()`), which unregistering the netdev waits for, so the port
+//! must let go when told:
+//!
+//! * `NETDEV_UNREGISTER` of the bound netdev (deleted, or moved to another
+//!   network namespace): the notifier takes the port out of the slot and
+//!   drops it right there, in process context under RTNL. Dropping removes
+//!   the packet handler (`dev_remove_pack()` waits for running receive
+//!   softirqs), the debugfs directory (waits for readers), then cancels the
+//!   timer (waits for a running expiry) and drops the netdev references,
+//!   so `netdev_run_todo()` finds none left. No Close is sent: the netdev
+//!   is already down (closed before `NETDEV_UNREGISTER`), so nothing could
+//!   leave; the peer finds out by its dead-peer timeout. None of this takes
+//!   RTNL, which the notifier holds.
+//! * Module unload: [`Binding`]'s drop takes the port out of the slot,
+//!   releases the slot's mutex, closes the session in order (the engine's
+//!   Close, waiting for the peer's reply or the engine's close timeout,
+//!   see [`Port::close`]) and drops the port; only then is the notifier
+//!   unregistered. Its replayed `NETDEV_UNREGISTER` finds an empty slot.
+//! * `NETDEV_UP`, `NETDEV_DOWN`, `NETDEV_CHANGE` (carrier) and
+//!   `NETDEV_CHANGEMTU` of the bound netdev are logged; the engine itself
+//!   notices a silent peer.
+//!
+//! Lock order: RTNL, then the slot's mutex, then the session's spinlock.
+//! The notifier takes the mutex under RTNL; nothing that holds the mutex
+//! takes RTNL (binding does not, the unload path drops the mutex before it
+//! unregisters the notifier, and dropping a port does not), so the two
+//! cannot deadlock. Whichever of the notifier and the unload path takes
+//! the port out of the slot first unbinds; the other finds the slot empty.
+//! The notifier is registered *before* the netdev is looked up and the
+//! mutex is held across the bind, so an unregistration that races with
+//! the bind is seen (its notification waits for the mutex) and not missed.
+//! Unregistering the notifier waits for a running notification (it takes
+//! RTNL), so the module's code outlives every call.
 
 use core::fmt;
 
@@ -36,13 +75,14 @@ use kernel::{
     c_str,
     debugfs::Dir,
     hrtimer::{Timer, TimerHandler},
-    netdev::{IfName, NetDevice, PacketHandler, PacketRegistration},
-    new_spinlock_bh,
+    netdev::{self, IfName, NetDevice, Notifier, NotifierRegistration},
+    netdev::{PacketHandler, PacketRegistration},
+    new_condvar, new_mutex, new_spinlock_bh,
     prelude::*,
     spinlock_bh::SpinLockBh,
     str::CStr,
-    sync::Arc,
-    time::Ktime,
+    sync::{Arc, CondVar, CondVarTimeoutResult, Mutex},
+    time::{msecs_to_jiffies, Ktime},
     types::ARef,
 };
 
@@ -51,7 +91,7 @@ use crate::pcieoe::{
     ethertype::EtherType,
     frame::{Mac, MAX_MTU, MIN_MTU},
     link::{Link, Release},
-    session::{Event, Handler, Role, Session, SessionConfig},
+    session::{Event, Handler, Role, Session, SessionConfig, State},
 };
 use crate::stats::Stats;
 
@@ -62,6 +102,11 @@ pub(crate) const SLOTS: usize = 64;
 /// right after a poll, it is blocked (transmit queue full) and must not make
 /// the timer spin.
 const MIN_REARM: Duration = Duration::from_micros(100);
+
+/// Longest wait for an orderly close on unload. The engine ends its
+/// `Closing` state by its own close timeout (200 ms by default); this is
+/// only a backstop in case its timer never fires.
+const CLOSE_WAIT_MS: u32 = 1000;
 
 /// The engine's randomness: the kernel's CRNG.
 pub(crate) struct KernelRng;
@@ -182,6 +227,10 @@ pub(crate) struct Inner {
     pub(crate) tx: TxErrors,
     /// Set when unbinding: the timer is not re-armed any more.
     stopping: bool,
+    /// Set by [`Port::close`]: an orderly close was asked for; once the
+    /// session has left `Closing`, received frames are ignored (no new
+    /// session may open on a port that is going away).
+    closing: bool,
     /// Host or device interface.
     pub(crate) role: Role,
 }
@@ -192,6 +241,14 @@ pub(crate) struct Shared {
     pub(crate) dev: ARef<NetDevice>,
     #[pin]
     pub(crate) inner: SpinLockBh<Inner>,
+    /// Notified (under `inner`'s lock) when a session that [`Port::close`]
+    /// closes leaves `Closing`.
+    #[pin]
+    closed: CondVar,
+}
+
+fn is_closing(s: &Sess) -> bool {
+    matches!(s.state(), State::Closing { .. })
 }
 
 pub(crate) type PortTimer = Timer<Shared>;
@@ -204,6 +261,7 @@ fn service(timer: &PortTimer, inner: &mut Inner, now: Instant) {
         upper,
         tx,
         stopping,
+        closing,
         ..
     } = inner;
     let mut sink = Sink {
@@ -211,6 +269,11 @@ fn service(timer: &PortTimer, inner: &mut Inner, now: Instant) {
         errors: tx,
     };
     session.poll(now, &mut sink, upper);
+    if *closing && !is_closing(session) {
+        // `Port::close` waits for this under the same lock, so it cannot
+        // miss the wake-up between its check and its sleep.
+        timer.closed.notify_all();
+    }
     if *stopping {
         return;
     }
@@ -236,6 +299,9 @@ impl PacketHandler for Rx {
         let timer = &*self.0;
         let mut inner = timer.inner.lock();
         let now = now();
+        if inner.closing && !is_closing(&inner.session) {
+            return;
+        }
         let Inner { session, upper, .. } = &mut *inner;
         session.receive(now, frame, upper);
         service(timer, &mut inner, now);
@@ -252,6 +318,13 @@ pub(crate) struct Port {
     _rx: PacketRegistration<Rx>,
     _dir: Dir,
     shared: Arc<PortTimer>,
+    /// Last logged administrative state, carrier and MTU of the netdev
+    /// (only the notifier, under the slot's mutex, uses them).
+    up: bool,
+    carrier: bool,
+    mtu: u32,
+    /// The session's MTU, fixed at bind time.
+    session_mtu: usize,
 }
 
 /// How to bind.
@@ -296,6 +369,7 @@ impl Port {
         let mut scfg = SessionConfig::new(cfg.role, mac);
         scfg.ethertype = cfg.ethertype;
         scfg.mtu = dev_mtu.min(MAX_MTU);
+        let session_mtu = scfg.mtu;
         scfg.window = SLOTS as u16;
         scfg.id = mac.iter().fold(0u64, |a, &b| (a << 8) | u64::from(b));
         let storage = KVVec::from_elem(
@@ -318,8 +392,10 @@ impl Port {
                     upper: Upper { ifname, epoch: 0, peer: None, tlps: 0 },
                     tx: TxErrors::default(),
                     stopping: false,
+                    closing: false,
                     role: cfg.role,
                 }, "pcieoe_port"),
+                closed <- new_condvar!("pcieoe_port_closed"),
             }? Error)),
             GFP_KERNEL,
         )?;
@@ -347,34 +423,218 @@ impl Port {
             let mut inner = shared.inner.lock();
             service(&shared, &mut inner, now());
         }
+        let (up, carrier) = (dev.is_up(), dev.has_carrier());
         pr_info!(
             "{}: bound (MAC {}, MTU {}, ifindex {}, {}, {})\n",
             ifname,
             MacFmt(mac),
             dev_mtu,
             dev.ifindex(),
-            if dev.is_up() { "up" } else { "down" },
-            if dev.has_carrier() {
-                "carrier"
-            } else {
-                "no carrier"
-            }
+            if up { "up" } else { "down" },
+            if carrier { "carrier" } else { "no carrier" }
         );
         Ok(Port {
             _rx: rx,
             _dir: dir,
             shared,
+            up,
+            carrier,
+            mtu: dev.mtu(),
+            session_mtu,
         })
     }
+
+    fn dev(&self) -> &NetDevice {
+        &self.shared.dev
+    }
+
+    /// Closes the session in order before the port goes: the engine drains
+    /// what is unacknowledged, sends Close and waits for the peer's reply,
+    /// up to its close timeout; this waits until it is done (or for
+    /// [`CLOSE_WAIT_MS`], or until a signal), so that the Close has left
+    /// (and usually been answered) before the packet handler and the timer
+    /// go. The peer then reports the session down at once. Process
+    /// context; sleeps. A session that is not open is simply closed.
+    fn close(&self) {
+        let shared = &*self.shared;
+        let start = now();
+        let limit = Duration::from_millis(u64::from(CLOSE_WAIT_MS));
+        let mut inner = shared.inner.lock();
+        inner.closing = true;
+        inner.session.close(start);
+        // Sends the Close now if nothing is left to drain, and arms the
+        // timer for its retransmission and the engine's close deadline.
+        service(shared, &mut inner, start);
+        while is_closing(&inner.session) {
+            let waited = now().saturating_duration_since(start);
+            let left = limit.saturating_sub(waited);
+            if left == Duration::ZERO {
+                pr_warn!(
+                    "{}: orderly close did not end within {} ms\n",
+                    inner.upper.ifname,
+                    CLOSE_WAIT_MS
+                );
+                break;
+            }
+            let ms = u32::try_from(left.as_millis())
+                .unwrap_or(CLOSE_WAIT_MS)
+                .max(1);
+            // Releases the spinlock while asleep; the timer and the packet
+            // handler run the close meanwhile and notify when it ends.
+            if let CondVarTimeoutResult::Signal { .. } = shared
+                .closed
+                .wait_interruptible_timeout(&mut inner, msecs_to_jiffies(ms))
+            {
+                break;
+            }
+        }
+    }
+
+    /// Unbinds: an orderly close first when `why` is [`Unbind::Unload`],
+    /// then the teardown (see [`Port`]'s fields), then the log line.
+    /// Process context; sleeps.
+    fn unbind(self, why: Unbind) {
+        let ifname = self.shared.inner.lock().upper.ifname;
+        match why {
+            Unbind::Unload => {
+                self.close();
+                drop(self);
+                pr_info!("{}: unbound\n", ifname);
+            }
+            Unbind::Unregistered => {
+                drop(self);
+                pr_info!("{}: unbound: device unregistered\n", ifname);
+            }
+        }
+    }
+
+    /// Logs a change of the netdev's state (notifier, under the slot's
+    /// mutex).
+    fn netdev_event(&mut self, ev: netdev::Event) {
+        let ifname = self.dev().name();
+        match ev {
+            netdev::Event::Up | netdev::Event::Down | netdev::Event::Change => {
+                let (up, carrier) = (self.dev().is_up(), self.dev().has_carrier());
+                if up != self.up {
+                    pr_info!("{}: link {}\n", ifname, if up { "up" } else { "down" });
+                }
+                if carrier != self.carrier {
+                    pr_info!(
+                        "{}: carrier {}\n",
+                        ifname,
+                        if carrier { "on" } else { "off" }
+                    );
+                }
+                (self.up, self.carrier) = (up, carrier);
+            }
+            netdev::Event::ChangeMtu => {
+                let mtu = self.dev().mtu();
+                if mtu != self.mtu {
+                    pr_info!(
+                        "{}: MTU now {} (the session keeps {})\n",
+                        ifname,
+                        mtu,
+                        self.session_mtu
+                    );
+                    self.mtu = mtu;
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Why a port unbinds.
+#[derive(Clone, Copy)]
+enum Unbind {
+    /// The module is unloading: close the session in order.
+    Unload,
+    /// The netdev is being unregistered: let go of it at once.
+    Unregistered,
 }
 
 impl Drop for Port {
     fn drop(&mut self) {
-        let ifname = {
-            let mut inner = self.shared.inner.lock();
-            inner.stopping = true;
-            inner.upper.ifname
+        // From now on neither softirq path re-arms the timer; the fields
+        // then drop in the order their declaration explains.
+        self.shared.inner.lock().stopping = true;
+    }
+}
+
+/// The port of a [`Binding`], if it still has one.
+#[pin_data]
+pub(crate) struct Slot {
+    #[pin]
+    port: Mutex<Option<Port>>,
+}
+
+impl Notifier for Slot {
+    fn event(&self, ev: netdev::Event, dev: &NetDevice) {
+        // Process context under RTNL (see the module documentation for the
+        // lock order). Events of other netdevs, and the replays of the
+        // notifier's own registration, are ignored here.
+        let mut slot = self.port.lock();
+        let Some(port) = slot.as_mut() else {
+            return;
         };
-        pr_info!("{}: unbound\n", ifname);
+        if port.dev() != dev {
+            return;
+        }
+        if ev == netdev::Event::Unregister {
+            let port = slot.take();
+            // The port is ours alone now: unbind without the mutex, so an
+            // unload waiting for it is not held up behind the teardown.
+            drop(slot);
+            if let Some(port) = port {
+                port.unbind(Unbind::Unregistered);
+            }
+            return;
+        }
+        port.netdev_event(ev);
+    }
+}
+
+/// A module's binding to a netdev: the port while the netdev exists, and
+/// the notifier that unbinds it when the netdev goes away. Dropping it (on
+/// unload) closes the session in order and unbinds.
+pub(crate) struct Binding {
+    slot: Arc<Slot>,
+    // Unregistered after `drop` has unbound (fields drop after `drop`).
+    _notifier: NotifierRegistration<Slot>,
+}
+
+impl Binding {
+    /// Binds the netdev `cfg.ifname` (see [`Port::bind`]) and watches it.
+    /// May sleep; must not be called with RTNL held.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Port::bind`] and of registering the notifier.
+    pub(crate) fn new(cfg: &PortConfig<'_>) -> Result<Self> {
+        let slot = Arc::pin_init(pin_init!(Slot { port <- new_mutex!(None) }), GFP_KERNEL)?;
+        // Notifier first: an unregistration that races with the bind then
+        // waits for the mutex below and finds the port.
+        let notifier = NotifierRegistration::new(slot.clone()).inspect_err(|e| {
+            pr_err!("{}: netdevice notifier: error {:?}\n", cfg.ifname, e);
+        })?;
+        {
+            let mut port = slot.port.lock();
+            *port = Some(Port::bind(cfg)?);
+        }
+        Ok(Self {
+            slot,
+            _notifier: notifier,
+        })
+    }
+}
+
+impl Drop for Binding {
+    fn drop(&mut self) {
+        // Taken out under the mutex, unbound without it (the notifier may
+        // be waiting for it under RTNL).
+        let port = self.slot.port.lock().take();
+        if let Some(port) = port {
+            port.unbind(Unbind::Unload);
+        }
     }
 }

@@ -18,7 +18,7 @@ mod stats;
 
 use kernel::c_str;
 use pcieoe::{ethertype::EtherType, session::Role};
-use port::{Port, PortConfig};
+use port::{Binding, PortConfig};
 
 module! {
     type: PcieoeDev,
@@ -38,7 +38,9 @@ kernel::module_params! {
 
 struct PcieoeDev {
     ethertype: EtherType,
-    _port: Option<Port>,
+    /// The bound netdev, if any (and while it exists): dropping it closes
+    /// the session in order and unbinds.
+    _port: Option<Binding>,
 }
 
 impl kernel::Module for PcieoeDev {
@@ -51,7 +53,7 @@ impl kernel::Module for PcieoeDev {
         let port = if ifname.is_empty() {
             None
         } else {
-            Some(Port::bind(&PortConfig {
+            Some(Binding::new(&PortConfig {
                 role: Role::Device,
                 ifname,
                 ethertype,
