@@ -12,8 +12,8 @@
 #   dead, and rmmod afterwards is clean;
 # * moving vethD to another network namespace unbinds it the same way;
 # * unloading pcieoe_dev (then pcieoe_host) with the session open sends the
-#   engine's Close: the peer reports the session down (PeerClose) well
-#   before the dead-peer timeout, not PeerDead.
+#   engine's Close: the peer reports the session down as a close
+#   (PeerClose), not PeerDead.
 #
 # The kernel log stays clean throughout.
 set -uo pipefail
@@ -111,26 +111,14 @@ dev_unbound() {
 	loaded pcieoe_dev || { echo "pcieoe_dev is not loaded"; return 1; }
 }
 
-# mark_time, then down_before_dead_timeout STATS: the session of STATS is
-# no longer open, less than the dead-peer timeout after mark_time.
-T0=0
-mark_time() { T0=$(date +%s%N); }
+# not_open STATS: the session of STATS is no longer open. Checked right
+# after rmmod returns, without waiting: the unloading side waits for the
+# peer's answer to its Close, so the peer has already ended its session. No
+# check here measures time: a slow machine must not fail them.
 not_open() {
 	local s
 	s=$(kv "$1" state)
 	[[ -n $s && $s != open ]] || { echo "state '$s'"; return 1; }
-}
-down_before_dead_timeout() {
-	local i ms
-	for ((i = 0; i < 300; i++)); do
-		not_open "$1" >/dev/null && break
-		sleep 0.01
-	done
-	ms=$((($(date +%s%N) - T0) / 1000000))
-	not_open "$1" || return 1
-	((ms < DEAD_TIMEOUT_S * 1000)) ||
-		{ echo "session went down after $ms ms (dead-peer timeout ${DEAD_TIMEOUT_S}s)"; return 1; }
-	echo "# down $ms ms after rmmod began"
 }
 
 mountpoint -q "$DBG" || mount -t debugfs none "$DBG"
@@ -191,10 +179,8 @@ check "close: session re-opened within ${WAIT_S}s" wait_until "$WAIT_S" both_ope
 E3=$(epoch)
 DEAD0=$(kv "$HOST_STATS" dead_peers)
 dmesg_mark
-mark_time
 check "close: pcieoe_dev: rmmod with the session open" timeout 20 rmmod pcieoe_dev
-check "close: host reports the session down before the dead-peer timeout" \
-	down_before_dead_timeout "$HOST_STATS"
+check "close: host's session is down as soon as rmmod returns" not_open "$HOST_STATS"
 check "close: host logs the peer's Close" \
 	log_has "pcieoe_host: vethH: session down, epoch $E3, .*PeerClose"
 check "close: DI logs its close answered" log_has "pcieoe_dev: vethD: session down, epoch $E3, .*LocalClose"
@@ -210,10 +196,8 @@ check "close: pcieoe_host: insmod netdev=vethH" insmod "$HOST_KO" netdev=vethH
 check "close: session open within ${WAIT_S}s" wait_until "$WAIT_S" both_open
 E4=$(epoch)
 dmesg_mark
-mark_time
 check "close: pcieoe_host: rmmod with the session open" timeout 20 rmmod pcieoe_host
-check "close: DI reports the session down before the dead-peer timeout" \
-	down_before_dead_timeout "$DEV_STATS"
+check "close: DI's session is down as soon as rmmod returns" not_open "$DEV_STATS"
 check "close: DI logs the peer's Close" \
 	log_has "pcieoe_dev: vethD: session down, epoch $E4, .*PeerClose"
 check "close: DI back to listening" bash -c "[[ \$(awk '\$1 == \"state:\" { print \$2 }' $DEV_STATS) == listening ]]"
