@@ -93,7 +93,7 @@ pub struct SessionConfig {
     pub dead_timeout: Duration,
     /// Longest orderly close (draining plus waiting for the reply).
     pub close_timeout: Duration,
-    /// Host: rediscover and reopen after the peer died or restarted.
+    /// Host: rediscover and reopen after the peer died, restarted or closed.
     pub auto_reconnect: bool,
     /// Link tunables.
     pub link: LinkConfig,
@@ -637,11 +637,11 @@ impl<R: Rng, B: DerefMut<Target = [u8]>, const N: usize> Session<R, B, N> {
         self.link.close();
         self.pending = [None; 4];
         h.event(Event::Down { epoch, reason });
-        let reconnect = match reason {
-            DownReason::LocalClose => false,
-            DownReason::PeerClose(r) => r != CloseReason::Normal && r != CloseReason::Shutdown,
-            _ => true,
-        };
+        // Only our own close ends the host's interest in the DI. A DI that
+        // closed in order (unloaded, rebooting, reconfigured) is looked for
+        // again, so its functions come back when it returns, exactly as after
+        // a dead peer; until then Discovery goes unanswered.
+        let reconnect = reason != DownReason::LocalClose;
         self.state = match self.cfg.role {
             Role::Device => {
                 self.peer = self.cfg.peer;
@@ -1462,6 +1462,50 @@ mod tests {
         assert!(host.is_open() && dev2.is_open());
         assert_eq!(uh.opened, 2);
         let _ = dev;
+    }
+
+    #[test]
+    fn host_looks_for_the_device_again_after_its_orderly_close() {
+        let (mut sa, mut sb, mut sc) = ([0u8; SZ], [0u8; SZ], [0u8; SZ]);
+        let hc = SessionConfig::new(Role::Host, [2, 0, 0, 0, 0, 1]);
+        let dc = SessionConfig::new(Role::Device, [2, 0, 0, 0, 0, 2]);
+        let mut host: S<'_> = Session::new(hc, Lcg(1), &mut sa[..]).unwrap();
+        let mut dev: S<'_> = Session::new(dc, Lcg(2), &mut sb[..]).unwrap();
+        let (mut uh, mut ud) = (Up::default(), Up::default());
+        host.start(Instant::ZERO);
+        dev.start(Instant::ZERO);
+        exchange(&mut host, &mut uh, &mut dev, &mut ud, Instant::ZERO);
+        let State::Open { epoch: e1 } = host.state() else {
+            panic!()
+        };
+        // The DI unloads: its Close is answered and it goes away.
+        let t = Instant::from_millis(10);
+        dev.close(t);
+        let (mut qh, mut qd) = (Q::new(), Q::new());
+        dev.poll(t, &mut qd, &mut ud);
+        for (f, l) in &qd.f[..qd.n] {
+            host.receive(t, &f[..*l], &mut uh);
+        }
+        host.poll(t, &mut qh, &mut uh);
+        assert_eq!(uh.down, Some(DownReason::PeerClose(CloseReason::Normal)));
+        assert!(matches!(host.state(), State::Discovering { .. }));
+        assert_eq!(host.counters().dead_peers, 0);
+        // A new DI comes up: the host opens a new session with it.
+        let mut dev2: S<'_> = Session::new(dc, Lcg(7), &mut sc[..]).unwrap();
+        let mut ud2 = Up::default();
+        dev2.start(t);
+        exchange(
+            &mut host,
+            &mut uh,
+            &mut dev2,
+            &mut ud2,
+            Instant::from_millis(200),
+        );
+        let State::Open { epoch: e2 } = host.state() else {
+            panic!("host is {:?}", host.state())
+        };
+        assert_ne!(e1, e2);
+        assert_eq!(uh.opened, 2);
     }
 
     impl Instant {

@@ -188,13 +188,14 @@ check "close: host did not declare the peer dead" \
 	bash -c "[[ \$(awk '\$1 == \"dead_peers:\" { print \$2 }' $HOST_STATS) == $DEAD0 ]]"
 dmesg_clean "close: DI unload"
 
-# The host closed for good (a peer's orderly close ends its session); a
-# fresh host opens with the DI again, then unloads with the session open.
-check "close: pcieoe_host: rmmod" rmmod pcieoe_host
+# The host looks for the DI again, and opens a new session with it when it
+# returns; then the host unloads with the session open.
+check "close: host is discovering the DI again" \
+	bash -c "[[ \$(awk '\$1 == \"state:\" { print \$2 }' $HOST_STATS) == discovering ]]"
 check "close: pcieoe_dev: insmod netdev=vethD" insmod "$DEV_KO" netdev=vethD
-check "close: pcieoe_host: insmod netdev=vethH" insmod "$HOST_KO" netdev=vethH
-check "close: session open within ${WAIT_S}s" wait_until "$WAIT_S" both_open
+check "close: host re-opens with the returned DI within ${WAIT_S}s" wait_until "$WAIT_S" both_open
 E4=$(epoch)
+check "close: the new session has a new epoch" test "$E4" != "$E3"
 dmesg_mark
 check "close: pcieoe_host: rmmod with the session open" timeout 20 rmmod pcieoe_host
 check "close: DI's session is down as soon as rmmod returns" not_open "$DEV_STATS"
