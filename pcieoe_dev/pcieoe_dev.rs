@@ -3,20 +3,22 @@
 //! pcieoe_dev: the device interface (DI) of PCI Express over Ethernet.
 //!
 //! The DI serves PCIe functions (test, vNIC, vHBA and their SR-IOV VFs) to
-//! hosts across Ethernet. For now it validates its configuration and holds
-//! it; the configfs tree, sessions and function models build on this.
+//! hosts across Ethernet. User space configures it in configfs
+//! (`/sys/kernel/config/pcieoe_dev/`, [`config`]); sessions and function
+//! models build on this.
 
 use kernel::prelude::*;
 
 #[path = "../rust/pcieoe/src/lib.rs"]
 pub mod pcieoe;
 
+mod config;
 #[path = "../common/port.rs"]
 mod port;
 #[path = "../common/stats.rs"]
 mod stats;
 
-use kernel::c_str;
+use kernel::{c_str, sync::Arc};
 use pcieoe::{ethertype::EtherType, session::Role};
 use port::{Binding, PortConfig};
 
@@ -41,10 +43,15 @@ struct PcieoeDev {
     /// The bound netdev, if any (and while it exists): dropping it closes
     /// the session in order and unbinds.
     _port: Option<Binding>,
+    /// The configuration tree; unregistered first on unload (configfs pins
+    /// the module while user space has directories in it).
+    _configfs: kernel::configfs::Subsystem,
+    /// The configuration the tree edits.
+    _config: Arc<config::Config>,
 }
 
 impl kernel::Module for PcieoeDev {
-    fn init(_module: &'static ThisModule) -> Result<Self> {
+    fn init(module: &'static ThisModule) -> Result<Self> {
         let ethertype = EtherType::new(module_params::ethertype.get()).map_err(|e| {
             pr_err!("invalid ethertype parameter: {}\n", e);
             EINVAL
@@ -60,6 +67,8 @@ impl kernel::Module for PcieoeDev {
                 debugfs: c_str!("pcieoe_dev"),
             })?)
         };
+        let cfg = config::Config::new()?;
+        let configfs = config::register(module, &cfg)?;
         pr_info!(
             "device interface loaded, Ethertype {:#06x}\n",
             ethertype.get()
@@ -67,6 +76,8 @@ impl kernel::Module for PcieoeDev {
         Ok(PcieoeDev {
             ethertype,
             _port: port,
+            _configfs: configfs,
+            _config: cfg,
         })
     }
 }

@@ -4,6 +4,7 @@
  * Included at the end of rust/bindings/bindings_helper.h by
  * scripts/kernel-additions.
  */
+#include <linux/configfs.h>
 #include <linux/debugfs.h>
 #include <linux/hrtimer.h>
 #include <linux/moduleparam.h>

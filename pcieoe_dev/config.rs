@@ -1,0 +1,495 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The DI's configuration: the functions it serves and the hosts they are
+//! assigned to, as user space builds it in configfs
+//! (`/sys/kernel/config/pcieoe_dev/`, see Documentation/configfs.rst).
+//!
+//! [`Model`] is the configuration itself, behind one mutex in [`Config`]:
+//! every configfs callback checks and updates it under that lock, so a
+//! write that fails changes nothing. Later code (sessions, function
+//! serving) reads the same model.
+
+use core::{any::Any, fmt, fmt::Write};
+
+use kernel::{
+    c_str,
+    configfs::{self, Attr, ChildSpec, GroupSpec, Item, Page},
+    fmt as kfmt,
+    kvec_ext::VecExt,
+    new_mutex,
+    prelude::*,
+    str::{CStr, CString},
+    sync::{Arc, Mutex},
+};
+
+/// What a function emulates.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum FunctionType {
+    /// A test function with a plain memory BAR.
+    Test,
+    /// A virtual network adapter.
+    Vnic,
+    /// A virtual storage host bus adapter.
+    Vhba,
+}
+
+impl FunctionType {
+    const ALL: [FunctionType; 3] = [Self::Test, Self::Vnic, Self::Vhba];
+
+    /// The name in the `type` attribute.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Test => "test",
+            Self::Vnic => "vnic",
+            Self::Vhba => "vhba",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.name() == s)
+    }
+
+    /// The vendor and device IDs a function of this type starts with
+    /// (placeholders until the function models exist: QEMU's PCI test
+    /// device, virtio-net and virtio-scsi).
+    pub(crate) fn default_ids(self) -> (u16, u16) {
+        match self {
+            Self::Test => (0x1b36, 0x0005),
+            Self::Vnic => (0x1af4, 0x1041),
+            Self::Vhba => (0x1af4, 0x1048),
+        }
+    }
+}
+
+/// One function (`functions/<name>`).
+pub(crate) struct Function {
+    /// The directory name.
+    pub(crate) name: CString,
+    /// What it emulates.
+    pub(crate) ty: FunctionType,
+    /// PCI vendor ID.
+    pub(crate) vendor_id: u16,
+    /// PCI device ID.
+    pub(crate) device_id: u16,
+    /// Served to the hosts it is assigned to; its attributes are frozen.
+    pub(crate) enabled: bool,
+    /// The IDs were written (else they follow the type's defaults).
+    vendor_set: bool,
+    device_set: bool,
+}
+
+/// A host's Ethernet address, the name of its directory.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Mac(pub(crate) [u8; 6]);
+
+impl Mac {
+    /// Parses exactly `xx:xx:xx:xx:xx:xx` (hex digits, either case).
+    fn parse(s: &str) -> Option<Self> {
+        let mut mac = [0u8; 6];
+        let mut parts = s.split(':');
+        for byte in mac.iter_mut() {
+            let part = parts.next()?;
+            if part.len() != 2 {
+                return None;
+            }
+            *byte = u8::from_str_radix(part, 16).ok()?;
+        }
+        parts.next().is_none().then_some(Mac(mac))
+    }
+}
+
+impl fmt::Display for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = &self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
+    }
+}
+
+/// One host (`hosts/<mac>`) and the functions assigned to it.
+pub(crate) struct Host {
+    /// Its address.
+    pub(crate) mac: Mac,
+    /// Names of the functions assigned to it, in assignment order.
+    pub(crate) functions: KVec<CString>,
+}
+
+/// The whole configuration.
+pub(crate) struct Model {
+    /// The functions, in creation order.
+    pub(crate) functions: KVec<Function>,
+    /// The hosts, in creation order.
+    pub(crate) hosts: KVec<Host>,
+}
+
+impl Model {
+    fn function(&mut self, name: &CStr) -> Result<&mut Function> {
+        self.functions
+            .iter_mut()
+            .find(|f| f.name.as_bytes() == name.as_bytes())
+            .ok_or(ENOENT)
+    }
+
+    fn host(&mut self, mac: Mac) -> Result<&mut Host> {
+        self.hosts.iter_mut().find(|h| h.mac == mac).ok_or(ENOENT)
+    }
+}
+
+/// The configuration behind its lock.
+#[pin_data]
+pub(crate) struct Config {
+    /// Checked and updated under this lock only.
+    #[pin]
+    pub(crate) model: Mutex<Model>,
+}
+
+impl Config {
+    /// An empty configuration.
+    pub(crate) fn new() -> Result<Arc<Self>> {
+        Arc::pin_init(
+            pin_init!(Config {
+                model <- new_mutex!(Model {
+                    functions: KVec::new(),
+                    hosts: KVec::new(),
+                }),
+            }),
+            GFP_KERNEL,
+        )
+    }
+}
+
+/// A written value for the log: without its newline, and marked when it is
+/// not text.
+struct Shown<'a>(&'a [u8]);
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match core::str::from_utf8(self.0) {
+            Ok(s) => write!(f, "\"{}\"", s.escape_debug()),
+            Err(_) => write!(f, "<{} bytes, not UTF-8>", self.0.len()),
+        }
+    }
+}
+
+/// The written value (its newline already removed) as text.
+fn text(value: &[u8]) -> Option<&str> {
+    core::str::from_utf8(value).ok()
+}
+
+/// Strict hex: an optional `0x`, then one to four hex digits.
+fn parse_id(s: &str) -> Option<u16> {
+    let digits = s
+        .strip_prefix("0x")
+        .or_else(|| s.strip_prefix("0X"))
+        .unwrap_or(s);
+    if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u16::from_str_radix(digits, 16).ok()
+}
+
+const ATTR_TYPE: usize = 0;
+const ATTR_VENDOR_ID: usize = 1;
+const ATTR_DEVICE_ID: usize = 2;
+const ATTR_ENABLE: usize = 3;
+
+static FUNCTION_ATTRS: [Attr; 4] = [
+    Attr {
+        name: c_str!("type"),
+        writable: true,
+    },
+    Attr {
+        name: c_str!("vendor_id"),
+        writable: true,
+    },
+    Attr {
+        name: c_str!("device_id"),
+        writable: true,
+    },
+    Attr {
+        name: c_str!("enable"),
+        writable: true,
+    },
+];
+
+static HOST_ATTRS: [Attr; 1] = [Attr {
+    name: c_str!("assigned"),
+    writable: false,
+}];
+
+/// `functions/<name>`.
+struct FunctionItem {
+    cfg: Arc<Config>,
+    name: CString,
+}
+
+impl FunctionItem {
+    fn store_locked(&self, f: &mut Function, attr: usize, value: &[u8]) -> Result {
+        // `echo` appends a newline: not part of the value.
+        let value = value.strip_suffix(b"\n").unwrap_or(value);
+        let attr_name = FUNCTION_ATTRS
+            .get(attr)
+            .map_or("?", |a| a.name.to_str().unwrap_or("?"));
+        let bad = || {
+            pr_warn!(
+                "function {}: invalid {} {}\n",
+                &*self.name,
+                attr_name,
+                Shown(value)
+            );
+            EINVAL
+        };
+        let s = text(value).ok_or_else(bad)?;
+        if attr == ATTR_ENABLE {
+            let enable = match s {
+                "0" => false,
+                "1" => true,
+                _ => return Err(bad()),
+            };
+            if enable != f.enabled {
+                f.enabled = enable;
+                pr_info!(
+                    "function {} {} ({} {:04x}:{:04x})\n",
+                    &*self.name,
+                    if enable { "enabled" } else { "disabled" },
+                    f.ty.name(),
+                    f.vendor_id,
+                    f.device_id
+                );
+            }
+            return Ok(());
+        }
+        if f.enabled {
+            pr_warn!(
+                "function {}: cannot set {} to {} while enabled\n",
+                &*self.name,
+                attr_name,
+                Shown(value)
+            );
+            return Err(EBUSY);
+        }
+        match attr {
+            ATTR_TYPE => {
+                let ty = FunctionType::parse(s).ok_or_else(bad)?;
+                let (vendor, device) = ty.default_ids();
+                f.ty = ty;
+                if !f.vendor_set {
+                    f.vendor_id = vendor;
+                }
+                if !f.device_set {
+                    f.device_id = device;
+                }
+            }
+            ATTR_VENDOR_ID => {
+                f.vendor_id = parse_id(s).ok_or_else(bad)?;
+                f.vendor_set = true;
+            }
+            ATTR_DEVICE_ID => {
+                f.device_id = parse_id(s).ok_or_else(bad)?;
+                f.device_set = true;
+            }
+            _ => return Err(EINVAL),
+        }
+        Ok(())
+    }
+}
+
+impl Item for FunctionItem {
+    fn show(&self, attr: usize, page: &mut Page<'_>) -> Result {
+        let mut model = self.cfg.model.lock();
+        let f = model.function(&self.name)?;
+        let r = match attr {
+            ATTR_TYPE => writeln!(page, "{}", f.ty.name()),
+            ATTR_VENDOR_ID => writeln!(page, "0x{:04x}", f.vendor_id),
+            ATTR_DEVICE_ID => writeln!(page, "0x{:04x}", f.device_id),
+            ATTR_ENABLE => writeln!(page, "{}", u8::from(f.enabled)),
+            _ => return Err(EINVAL),
+        };
+        r.map_err(|_| EFBIG)
+    }
+
+    fn store(&self, attr: usize, value: &[u8]) -> Result {
+        let mut model = self.cfg.model.lock();
+        let f = model.function(&self.name)?;
+        self.store_locked(f, attr, value)
+    }
+}
+
+/// `functions/`: `mkdir` creates a disabled test function.
+struct FunctionsDir {
+    cfg: Arc<Config>,
+}
+
+impl configfs::Group for FunctionsDir {
+    fn make(&self, name: &CStr) -> Result<KBox<dyn Item>> {
+        let ty = FunctionType::Test;
+        let (vendor_id, device_id) = ty.default_ids();
+        let item = configfs::new_item(FunctionItem {
+            cfg: self.cfg.clone(),
+            name: CString::try_from_fmt(kfmt!("{}", name))?,
+        })?;
+        let function = Function {
+            name: CString::try_from_fmt(kfmt!("{}", name))?,
+            ty,
+            vendor_id,
+            device_id,
+            enabled: false,
+            vendor_set: false,
+            device_set: false,
+        };
+        self.cfg.model.lock().functions.push(function, GFP_KERNEL)?;
+        pr_info!("function {} created\n", name);
+        Ok(item)
+    }
+
+    fn drop_item(&self, item: &dyn Item) {
+        let item: &dyn Any = item;
+        if let Some(item) = item.downcast_ref::<FunctionItem>() {
+            let mut model = self.cfg.model.lock();
+            model
+                .functions
+                .retain(|f| f.name.as_bytes() != item.name.as_bytes());
+            pr_info!("function {} removed\n", &*item.name);
+        }
+    }
+}
+
+/// `hosts/<mac>`, whose `functions/` holds symlinks to assigned functions.
+struct HostItem {
+    cfg: Arc<Config>,
+    mac: Mac,
+}
+
+impl Item for HostItem {
+    fn show(&self, _attr: usize, page: &mut Page<'_>) -> Result {
+        let mut model = self.cfg.model.lock();
+        let host = model.host(self.mac)?;
+        for f in host.functions.iter() {
+            writeln!(page, "{}", &**f).map_err(|_| EFBIG)?;
+        }
+        Ok(())
+    }
+
+    fn allow_link(&self, target: &dyn Any) -> Result {
+        let Some(function) = target.downcast_ref::<FunctionItem>() else {
+            pr_warn!("host {}: only functions can be assigned\n", self.mac);
+            return Err(EINVAL);
+        };
+        let mut model = self.cfg.model.lock();
+        let host = model.host(self.mac)?;
+        if host
+            .functions
+            .iter()
+            .any(|f| f.as_bytes() == function.name.as_bytes())
+        {
+            pr_warn!(
+                "host {}: function {} is already assigned\n",
+                self.mac,
+                &*function.name
+            );
+            return Err(EEXIST);
+        }
+        let name = CString::try_from_fmt(kfmt!("{}", &*function.name))?;
+        host.functions.push(name, GFP_KERNEL)?;
+        pr_info!(
+            "function {} assigned to host {}\n",
+            &*function.name,
+            self.mac
+        );
+        Ok(())
+    }
+
+    fn drop_link(&self, target: &dyn Any) {
+        let Some(function) = target.downcast_ref::<FunctionItem>() else {
+            return;
+        };
+        let mut model = self.cfg.model.lock();
+        if let Ok(host) = model.host(self.mac) {
+            host.functions
+                .retain(|f| f.as_bytes() != function.name.as_bytes());
+            pr_info!(
+                "function {} unassigned from host {}\n",
+                &*function.name,
+                self.mac
+            );
+        }
+    }
+}
+
+/// `hosts/`: `mkdir <mac>` adds a host.
+struct HostsDir {
+    cfg: Arc<Config>,
+}
+
+impl configfs::Group for HostsDir {
+    fn make(&self, name: &CStr) -> Result<KBox<dyn Item>> {
+        let Some(mac) = name.to_str().ok().and_then(Mac::parse) else {
+            pr_warn!(
+                "invalid host id {}: want a MAC address xx:xx:xx:xx:xx:xx\n",
+                Shown(name.as_bytes())
+            );
+            return Err(EINVAL);
+        };
+        let item = configfs::new_item(HostItem {
+            cfg: self.cfg.clone(),
+            mac,
+        })?;
+        let mut model = self.cfg.model.lock();
+        // Another spelling of the same address (upper case).
+        if model.host(mac).is_ok() {
+            pr_warn!("host {} exists\n", mac);
+            return Err(EEXIST);
+        }
+        model.hosts.push(
+            Host {
+                mac,
+                functions: KVec::new(),
+            },
+            GFP_KERNEL,
+        )?;
+        pr_info!("host {} created\n", mac);
+        Ok(item)
+    }
+
+    fn drop_item(&self, item: &dyn Item) {
+        let item: &dyn Any = item;
+        if let Some(item) = item.downcast_ref::<HostItem>() {
+            self.cfg.model.lock().hosts.retain(|h| h.mac != item.mac);
+            pr_info!("host {} removed\n", item.mac);
+        }
+    }
+}
+
+/// Registers `/sys/kernel/config/pcieoe_dev` over `cfg`.
+pub(crate) fn register(
+    module: &'static ThisModule,
+    cfg: &Arc<Config>,
+) -> Result<configfs::Subsystem> {
+    let mut groups = KVec::with_capacity(2, GFP_KERNEL)?;
+    groups.push(
+        GroupSpec::new(
+            c_str!("functions"),
+            FunctionsDir { cfg: cfg.clone() },
+            ChildSpec {
+                attrs: &FUNCTION_ATTRS,
+                links: None,
+            },
+        )?,
+        GFP_KERNEL,
+    )?;
+    groups.push(
+        GroupSpec::new(
+            c_str!("hosts"),
+            HostsDir { cfg: cfg.clone() },
+            ChildSpec {
+                attrs: &HOST_ATTRS,
+                links: Some(c_str!("functions")),
+            },
+        )?,
+        GFP_KERNEL,
+    )?;
+    configfs::Subsystem::register(module, c_str!("pcieoe_dev"), groups)
+}
