@@ -297,12 +297,18 @@ impl fmt::Display for BuildError {
 }
 
 /// A Base Address Register as the device model declares it.
+///
+/// `repr(C, u8)` with `Unused = 0` fixes the layout so that all-zero
+/// memory is `Bar::Unused`: a tag byte of 0 followed by a payload that the
+/// `Unused` variant does not read. That is what lets the kernel allocate a
+/// [`ConfigSpace`] zeroed on the heap (see its `Zeroable` implementation).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[repr(C, u8)]
 pub enum Bar {
     /// Not implemented (reads 0, not writable); also the slot after a
     /// 64-bit BAR.
     #[default]
-    Unused,
+    Unused = 0,
     /// A 32-bit memory BAR of `size` bytes (a power of two, 16 to 2 GiB).
     Mem32 {
         /// Size in bytes.
@@ -557,6 +563,25 @@ impl Default for ConfigSpace {
     }
 }
 
+// The kernel allocates a `ConfigSpace` (over 12 KiB, too big for a 16 KiB
+// kernel stack) directly on the heap with `Box::init(kernel::init::zeroed())`,
+// which needs this marker.
+#[cfg(pcieoe_kernel)]
+#[allow(unsafe_code)]
+// SAFETY: every bit pattern of zeros is a valid `ConfigSpace`, and it is the
+// one `ConfigSpace::new()` builds:
+// - `data`, `writable` and `w1c` are arrays of `u8`, and `cap_last`,
+//   `cap_next`, `ext_last`, `ext_next` and `sriov` are `u16`: integers are
+//   valid as zeros, and `new()` sets them all to 0;
+// - `bars` and `vf_bars` are arrays of `Bar`, which is `#[repr(C, u8)]` with
+//   `Unused = 0`: a zero tag byte is `Bar::Unused`, whose (empty) payload
+//   reads none of the following bytes, and `new()` sets every slot to
+//   `Bar::Unused`;
+// - the struct invariants hold: `cap_last == 0` and `ext_last == 0` mean no
+//   capability list, which is what an all-zero space holds.
+// There are no references, `NonZero`s, `bool`s or other niches in the type.
+unsafe impl kernel::init::Zeroable for ConfigSpace {}
+
 impl ConfigSpace {
     /// An empty configuration space: all zero, all read-only.
     pub const fn new() -> ConfigSpace {
@@ -702,6 +727,48 @@ impl ConfigSpace {
         c.iter_mut()
             .zip(w1c.to_le_bytes())
             .for_each(|(d, b)| *d = b);
+        Ok(())
+    }
+
+    /// The raw write masks of the `len` bytes at `offset`: read-write bits
+    /// and RW1C bits, exactly as stored. The device interface sends them to
+    /// the host (with [`ConfigSpace::set_raw_masks`] at the other end) so that
+    /// a host-side shadow applies [`ConfigSpace::write`] exactly as the
+    /// device's copy does. `None` if the range goes past 4 KiB.
+    pub fn raw_masks(&self, offset: u16, len: usize) -> Option<(&[u8], &[u8])> {
+        let start = usize::from(offset);
+        let end = start.checked_add(len)?;
+        Some((self.writable.get(start..end)?, self.w1c.get(start..end)?))
+    }
+
+    /// Stores raw write masks from [`ConfigSpace::raw_masks`] as they are
+    /// (unlike [`ConfigSpace::set_masks`], a bit in both arrays stays in
+    /// both), so that a shadow copy is identical to the original. Data bytes
+    /// do not change.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadSize`] if the two slices differ in length,
+    /// [`Error::OutOfRange`] if they go past 4 KiB; nothing is written then.
+    pub fn set_raw_masks(&mut self, offset: u16, writable: &[u8], w1c: &[u8]) -> Result<(), Error> {
+        let size = writable.len();
+        if w1c.len() != size {
+            return Err(Error::BadSize { size: w1c.len() });
+        }
+        let start = usize::from(offset);
+        let oor = Error::OutOfRange { offset, size };
+        let end = start.checked_add(size).ok_or(oor)?;
+        if end > SIZE {
+            return Err(oor);
+        }
+        self.writable
+            .get_mut(start..end)
+            .ok_or(oor)?
+            .copy_from_slice(writable);
+        self.w1c
+            .get_mut(start..end)
+            .ok_or(oor)?
+            .copy_from_slice(w1c);
         Ok(())
     }
 
@@ -1721,6 +1788,56 @@ mod tests {
             assert_eq!(cs.bar_address(index), None, "BAR {index}");
             assert_eq!(cs.vf_bar_address(index), None, "VF BAR {index}");
         }
+    }
+
+    #[test]
+    fn raw_masks_round_trip() {
+        let src = full_space();
+        let mut dst = Box::new(ConfigSpace::new());
+        for offset in (0..SIZE as u16).step_by(256) {
+            let (rw, c) = src.raw_masks(offset, 256).unwrap();
+            dst.set_raw_masks(offset, rw, c).unwrap();
+        }
+        assert_eq!(src.raw_masks(0, SIZE), dst.raw_masks(0, SIZE));
+        assert_eq!(src.raw_masks(4095, 1).map(|m| m.0.len()), Some(1));
+        assert_eq!(src.raw_masks(4095, 2), None);
+        assert_eq!(src.raw_masks(0xffff, usize::MAX), None);
+        assert_eq!(
+            dst.set_raw_masks(4094, &[0; 4], &[0; 4]),
+            Err(Error::OutOfRange {
+                offset: 4094,
+                size: 4
+            })
+        );
+        assert_eq!(
+            dst.set_raw_masks(0, &[0; 4], &[0; 2]),
+            Err(Error::BadSize { size: 2 })
+        );
+        // Stored as-is: a bit in both masks stays in both.
+        dst.set_raw_masks(0x40, &[0xff], &[0x0f]).unwrap();
+        assert_eq!(dst.raw_masks(0x40, 1), Some((&[0xff][..], &[0x0f][..])));
+    }
+
+    #[test]
+    fn zeroed_space_is_new() {
+        // The kernel allocates a `ConfigSpace` zeroed (`Zeroable`); check
+        // without unsafe code that `new()` is indeed all zeros as far as
+        // every field goes (`Bar::Unused` is tag 0 by its explicit
+        // discriminant).
+        let cs = ConfigSpace::new();
+        assert!(cs
+            .data
+            .iter()
+            .chain(&cs.writable)
+            .chain(&cs.w1c)
+            .all(|&b| b == 0));
+        assert_eq!(
+            (cs.cap_last, cs.cap_next, cs.ext_last, cs.ext_next, cs.sriov),
+            (0, 0, 0, 0, 0)
+        );
+        assert_eq!(cs.bars, [Bar::Unused; 6]);
+        assert_eq!(cs.vf_bars, [Bar::Unused; 6]);
+        assert_eq!(Bar::default(), Bar::Unused);
     }
 
     #[test]
