@@ -7,9 +7,19 @@
 #include <linux/configfs.h>
 #include <linux/debugfs.h>
 #include <linux/hrtimer.h>
+#include <linux/ioport.h>
 #include <linux/moduleparam.h>
 #include <linux/netdevice.h>
+#include <linux/numa.h>
+#include <linux/pci.h>
 #include <linux/random.h>
+#include <linux/rcupdate.h>
 #include <linux/seq_file.h>
 #include <linux/skbuff.h>
 #include <net/net_namespace.h>
+
+/*
+ * Exported (EXPORT_SYMBOL_GPL) but declared only in drivers/pci/pci.h, which
+ * is private to drivers/pci: the same declaration as there (6.12).
+ */
+int pci_hp_add_bridge(struct pci_dev *dev);
