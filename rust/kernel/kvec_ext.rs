@@ -11,6 +11,11 @@ pub trait VecExt<T> {
     /// Keeps the elements for which `keep` returns true, in order, and drops
     /// the others.
     fn retain(&mut self, keep: impl FnMut(&T) -> bool);
+
+    /// Drops every element, keeping the allocation.
+    fn clear(&mut self) {
+        self.retain(|_| false);
+    }
 }
 
 impl<T, A: Allocator> VecExt<T> for Vec<T, A> {
