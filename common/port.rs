@@ -75,9 +75,10 @@ use kernel::{
     c_str,
     debugfs::Dir,
     hrtimer::{Timer, TimerHandler},
+    kvec_ext::VecExt,
     netdev::{self, IfName, NetDevice, Notifier, NotifierRegistration},
     netdev::{PacketHandler, PacketRegistration},
-    new_condvar, new_mutex, new_spinlock_bh,
+    new_condvar, new_mutex, new_spinlock_bh, pr_warn_ratelimited,
     prelude::*,
     spinlock_bh::SpinLockBh,
     str::CStr,
@@ -90,7 +91,7 @@ use crate::pcieoe::{
     clock::{Duration, FrameSink, Instant, Rng, SinkFull},
     ethertype::EtherType,
     frame::{Mac, MAX_MTU, MIN_MTU},
-    link::{Link, Release},
+    link::{Link, Release, SendError},
     session::{Event, Handler, Role, Session, SessionConfig, State},
 };
 use crate::stats::Stats;
@@ -134,6 +135,99 @@ impl fmt::Display for MacFmt {
     }
 }
 
+/// What a module serves over a port's session: the host interface's remote
+/// functions or the device interface's functions.
+///
+/// Every method but [`attach`](Service::attach) and
+/// [`detach`](Service::detach) runs under the port's session lock, in the
+/// `NET_RX` softirq, the timer's softirq or process context with bottom
+/// halves disabled: it must not sleep, nor take the session lock again
+/// (through a [`PortHandle`]). Replies go in the [`Outbox`], which the port
+/// sends, in order, as soon as the session lets it.
+pub(crate) trait Service: Send + Sync {
+    /// The port is bound: `port` sends from process context. Called once,
+    /// before any other method.
+    fn attach(&self, _port: PortHandle) {}
+    /// The port is going away: drop the [`PortHandle`] (it holds the port).
+    /// No other method is called after this returns.
+    fn detach(&self) {}
+    /// A session with `peer` opened.
+    fn opened(&self, _peer: Mac, _epoch: u32, _out: &mut Outbox) {}
+    /// The session ended (surprise removal of what it carried).
+    fn down(&self) {}
+    /// A TLP from `peer`, in order and exactly once.
+    fn tlp(&self, peer: Mac, tlp: &[u8], out: &mut Outbox);
+}
+
+/// Appends `tlp` to a queue of TLPs, each after its 2-byte length.
+///
+/// # Errors
+///
+/// `ENOMEM`; `EINVAL` for a TLP over 64 KiB (none is).
+pub(crate) fn queue_tlp(queue: &mut KVec<u8>, tlp: &[u8]) -> Result {
+    let len = u16::try_from(tlp.len()).map_err(|_| EINVAL)?;
+    queue.extend_from_slice(&len.to_ne_bytes(), GFP_ATOMIC)?;
+    queue.extend_from_slice(tlp, GFP_ATOMIC)?;
+    Ok(())
+}
+
+/// The first TLP of a queue built by [`queue_tlp`] and the rest.
+pub(crate) fn first_tlp(queue: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (len, rest) = (queue.get(..2)?, queue.get(2..)?);
+    let len = usize::from(u16::from_ne_bytes([*len.first()?, *len.get(1)?]));
+    Some((rest.get(..len)?, rest.get(len..)?))
+}
+
+/// TLPs waiting for the session: whole TLPs, each after its 2-byte length,
+/// sent in the order they were pushed.
+#[derive(Default)]
+pub(crate) struct Outbox {
+    buf: KVec<u8>,
+    /// Bytes of `buf` already sent.
+    head: usize,
+    /// TLPs refused for lack of memory.
+    pub(crate) dropped: u64,
+}
+
+impl Outbox {
+    /// Queues a TLP; counts it as dropped when there is no memory (the
+    /// requester's timeout then handles it, as a lost TLP on a real link).
+    pub(crate) fn push(&mut self, tlp: &[u8]) {
+        if queue_tlp(&mut self.buf, tlp).is_err() {
+            self.dropped = self.dropped.saturating_add(1);
+        }
+    }
+
+    /// Hands queued TLPs to the session until it is full; forgets them all
+    /// when the session is not open (the peer is gone with its requests).
+    fn flush(&mut self, session: &mut Sess) {
+        while let Some(tlp) = self.front() {
+            let len = tlp.len();
+            match session.send_tlp(tlp) {
+                Ok(()) => self.head += 2 + len,
+                Err(SendError::WindowFull | SendError::NoCredit) => break,
+                Err(SendError::NotOpen | SendError::Failed) => {
+                    self.head = self.buf.len();
+                    break;
+                }
+                Err(e) => {
+                    pr_warn_ratelimited!("TLP not sent: {:?}\n", e);
+                    self.dropped = self.dropped.saturating_add(1);
+                    self.head += 2 + len;
+                }
+            }
+        }
+        if self.head == self.buf.len() {
+            self.buf.clear();
+            self.head = 0;
+        }
+    }
+
+    fn front(&self) -> Option<&[u8]> {
+        first_tlp(self.buf.get(self.head..)?).map(|(tlp, _)| tlp)
+    }
+}
+
 /// What the upper layer knows of the session (for logs and counters).
 pub(crate) struct Upper {
     ifname: IfName,
@@ -141,13 +235,18 @@ pub(crate) struct Upper {
     epoch: u32,
     /// Peer of the open session, or of the last one.
     peer: Option<Mac>,
-    /// TLPs received (nothing consumes them yet).
+    /// TLPs received.
     pub(crate) tlps: u64,
+    service: Arc<dyn Service>,
+    pub(crate) out: Outbox,
 }
 
 impl Handler for Upper {
-    fn tlp(&mut self, _tlp: &[u8]) -> Release {
+    fn tlp(&mut self, tlp: &[u8]) -> Release {
         self.tlps = self.tlps.saturating_add(1);
+        if let Some(peer) = self.peer {
+            self.service.tlp(peer, tlp, &mut self.out);
+        }
         Release::Now
     }
 
@@ -163,6 +262,7 @@ impl Handler for Upper {
                     MacFmt(peer),
                     mtu
                 );
+                self.service.opened(peer, epoch, &mut self.out);
             }
             Event::Down { epoch, reason } => {
                 let peer = self.peer.unwrap_or([0; 6]);
@@ -173,6 +273,7 @@ impl Handler for Upper {
                     MacFmt(peer),
                     reason
                 );
+                self.service.down();
             }
             Event::Discovered { mac, id, functions } => {
                 pr_debug!(
@@ -268,6 +369,7 @@ fn service(timer: &PortTimer, inner: &mut Inner, now: Instant) {
         dev: &timer.dev,
         errors: tx,
     };
+    upper.out.flush(session);
     session.poll(now, &mut sink, upper);
     if *closing && !is_closing(session) {
         // `Port::close` waits for this under the same lock, so it cannot
@@ -308,6 +410,40 @@ impl PacketHandler for Rx {
     }
 }
 
+/// A [`Service`]'s way to send from process context.
+pub(crate) struct PortHandle(Arc<PortTimer>);
+
+impl PortHandle {
+    /// Queues `tlp` on the session and sends what the session allows now.
+    /// Process context (takes the session lock).
+    ///
+    /// # Errors
+    ///
+    /// `ENOTCONN` when no session is open.
+    pub(crate) fn send(&self, tlp: &[u8]) -> Result {
+        let shared = &*self.0;
+        let mut inner = shared.inner.lock();
+        if !inner.session.is_open() {
+            return Err(Error::from_errno(-(kernel::bindings::ENOTCONN as i32)));
+        }
+        inner.upper.out.push(tlp);
+        service(shared, &mut inner, now());
+        Ok(())
+    }
+
+    /// The peer of the open session.
+    // The device interface's Presence needs it; the host's does not.
+    #[allow(dead_code)]
+    pub(crate) fn peer(&self) -> Option<Mac> {
+        let inner = self.0.inner.lock();
+        inner
+            .session
+            .is_open()
+            .then(|| inner.session.peer())
+            .flatten()
+    }
+}
+
 /// A bound netdev: unbinding is dropping it.
 pub(crate) struct Port {
     // Field order is teardown order: first no more frames come in
@@ -335,8 +471,12 @@ pub(crate) struct PortConfig<'a> {
     pub(crate) ifname: &'a CStr,
     /// Ethertype of the frames.
     pub(crate) ethertype: EtherType,
-    /// Name of the module's debugfs directory.
-    pub(crate) debugfs: &'a CStr,
+    /// The module's debugfs directory (the port adds `<ifname>/`).
+    pub(crate) debugfs: &'a Arc<Dir>,
+    /// What the session carries.
+    pub(crate) service: Arc<dyn Service>,
+    /// Adds the module's own files to the port's debugfs directory.
+    pub(crate) files: Option<&'a dyn Fn(&mut Dir) -> Result>,
 }
 
 impl Port {
@@ -389,7 +529,14 @@ impl Port {
                 dev: shared_dev,
                 inner <- new_spinlock_bh!(Inner {
                     session,
-                    upper: Upper { ifname, epoch: 0, peer: None, tlps: 0 },
+                    upper: Upper {
+                        ifname,
+                        epoch: 0,
+                        peer: None,
+                        tlps: 0,
+                        service: cfg.service.clone(),
+                        out: Outbox::default(),
+                    },
                     tx: TxErrors::default(),
                     stopping: false,
                     closing: false,
@@ -400,23 +547,21 @@ impl Port {
             GFP_KERNEL,
         )?;
 
-        let root = Arc::new(
-            Dir::new(cfg.debugfs).inspect_err(|e| {
-                pr_err!("debugfs directory {}: error {:?}\n", cfg.debugfs, e);
-            })?,
-            GFP_KERNEL,
-        )?;
-        let mut dir = Dir::subdir(&root, name)?;
+        let mut dir = Dir::subdir(cfg.debugfs, name)?;
         dir.add_file(
             c_str!("stats"),
             Arc::new(Stats(shared.clone()), GFP_KERNEL)?,
         )?;
+        if let Some(files) = cfg.files {
+            files(&mut dir)?;
+        }
 
         let rx = PacketRegistration::new(
             &dev,
             cfg.ethertype.get(),
             Arc::new(Rx(shared.clone()), GFP_KERNEL)?,
         )?;
+        cfg.service.attach(PortHandle(shared.clone()));
         // First poll (a host sends its first Discovery now); it arms the
         // timer for the next one.
         {
@@ -556,7 +701,10 @@ enum Unbind {
 impl Drop for Port {
     fn drop(&mut self) {
         // From now on neither softirq path re-arms the timer; the fields
-        // then drop in the order their declaration explains.
+        // then drop in the order their declaration explains. The service
+        // lets go of its handle (which holds the shared state) first.
+        let service = self.shared.inner.lock().upper.service.clone();
+        service.detach();
         self.shared.inner.lock().stopping = true;
     }
 }

@@ -11,6 +11,8 @@
 
 use core::{any::Any, fmt, fmt::Write};
 
+use crate::fabric::Fabric;
+
 use kernel::{
     c_str,
     configfs::{self, Attr, ChildSpec, GroupSpec, Item, Page},
@@ -49,14 +51,15 @@ impl FunctionType {
         Self::ALL.into_iter().find(|t| t.name() == s)
     }
 
-    /// The vendor and device IDs a function of this type starts with
-    /// (placeholders until the function models exist: QEMU's PCI test
-    /// device, virtio-net and virtio-scsi).
+    /// The vendor and device IDs a function of this type starts with: the
+    /// project's own (vendor 0xe0e0, not PCI-SIG assigned), so that no
+    /// in-kernel driver of some real device binds to a remote function it
+    /// would not understand (virtio's IDs would bring virtio-pci).
     pub(crate) fn default_ids(self) -> (u16, u16) {
         match self {
-            Self::Test => (0x1b36, 0x0005),
-            Self::Vnic => (0x1af4, 0x1041),
-            Self::Vhba => (0x1af4, 0x1048),
+            Self::Test => (0xe0e0, 0x0001),
+            Self::Vnic => (0xe0e0, 0x0002),
+            Self::Vhba => (0xe0e0, 0x0003),
         }
     }
 }
@@ -144,17 +147,20 @@ pub(crate) struct Config {
     /// Checked and updated under this lock only.
     #[pin]
     pub(crate) model: Mutex<Model>,
+    /// What is served, kept in step with the model.
+    fabric: Arc<Fabric>,
 }
 
 impl Config {
     /// An empty configuration.
-    pub(crate) fn new() -> Result<Arc<Self>> {
+    pub(crate) fn new(fabric: Arc<Fabric>) -> Result<Arc<Self>> {
         Arc::pin_init(
             pin_init!(Config {
                 model <- new_mutex!(Model {
                     functions: KVec::new(),
                     hosts: KVec::new(),
                 }),
+                fabric,
             }),
             GFP_KERNEL,
         )
@@ -227,7 +233,8 @@ struct FunctionItem {
 }
 
 impl FunctionItem {
-    fn store_locked(&self, f: &mut Function, attr: usize, value: &[u8]) -> Result {
+    /// Applies a write; `true` when what is served must follow.
+    fn store_locked(&self, f: &mut Function, attr: usize, value: &[u8]) -> Result<bool> {
         // `echo` appends a newline: not part of the value.
         let value = value.strip_suffix(b"\n").unwrap_or(value);
         let attr_name = FUNCTION_ATTRS
@@ -259,8 +266,9 @@ impl FunctionItem {
                     f.vendor_id,
                     f.device_id
                 );
+                return Ok(true);
             }
-            return Ok(());
+            return Ok(false);
         }
         if f.enabled {
             pr_warn!(
@@ -293,7 +301,7 @@ impl FunctionItem {
             }
             _ => return Err(EINVAL),
         }
-        Ok(())
+        Ok(false)
     }
 }
 
@@ -314,7 +322,10 @@ impl Item for FunctionItem {
     fn store(&self, attr: usize, value: &[u8]) -> Result {
         let mut model = self.cfg.model.lock();
         let f = model.function(&self.name)?;
-        self.store_locked(f, attr, value)
+        if self.store_locked(f, attr, value)? {
+            self.cfg.fabric.sync(&model)?;
+        }
+        Ok(())
     }
 }
 
@@ -353,6 +364,7 @@ impl configfs::Group for FunctionsDir {
                 .functions
                 .retain(|f| f.name.as_bytes() != item.name.as_bytes());
             pr_info!("function {} removed\n", &*item.name);
+            let _ = self.cfg.fabric.sync(&model);
         }
     }
 }
@@ -379,6 +391,20 @@ impl Item for HostItem {
             return Err(EINVAL);
         };
         let mut model = self.cfg.model.lock();
+        if let Some(other) = model.hosts.iter().find(|h| {
+            h.mac != self.mac
+                && h.functions
+                    .iter()
+                    .any(|f| f.as_bytes() == function.name.as_bytes())
+        }) {
+            pr_warn!(
+                "host {}: function {} is assigned to host {}\n",
+                self.mac,
+                &*function.name,
+                other.mac
+            );
+            return Err(EBUSY);
+        }
         let host = model.host(self.mac)?;
         if host
             .functions
@@ -399,7 +425,7 @@ impl Item for HostItem {
             &*function.name,
             self.mac
         );
-        Ok(())
+        self.cfg.fabric.sync(&model)
     }
 
     fn drop_link(&self, target: &dyn Any) {
@@ -416,6 +442,7 @@ impl Item for HostItem {
                 self.mac
             );
         }
+        let _ = self.cfg.fabric.sync(&model);
     }
 }
 
@@ -457,8 +484,10 @@ impl configfs::Group for HostsDir {
     fn drop_item(&self, item: &dyn Item) {
         let item: &dyn Any = item;
         if let Some(item) = item.downcast_ref::<HostItem>() {
-            self.cfg.model.lock().hosts.retain(|h| h.mac != item.mac);
+            let mut model = self.cfg.model.lock();
+            model.hosts.retain(|h| h.mac != item.mac);
             pr_info!("host {} removed\n", item.mac);
+            let _ = self.cfg.fabric.sync(&model);
         }
     }
 }
@@ -467,8 +496,10 @@ impl configfs::Group for HostsDir {
 pub(crate) fn register(
     module: &'static ThisModule,
     cfg: &Arc<Config>,
+    ports: GroupSpec,
 ) -> Result<configfs::Subsystem> {
-    let mut groups = KVec::with_capacity(2, GFP_KERNEL)?;
+    let mut groups = KVec::with_capacity(3, GFP_KERNEL)?;
+    groups.push(ports, GFP_KERNEL)?;
     groups.push(
         GroupSpec::new(
             c_str!("functions"),

@@ -13,12 +13,16 @@ use kernel::prelude::*;
 pub mod pcieoe;
 
 mod config;
+mod fabric;
 #[path = "../common/port.rs"]
 mod port;
+#[path = "../common/ports.rs"]
+mod ports;
 #[path = "../common/stats.rs"]
 mod stats;
 
-use kernel::{c_str, sync::Arc};
+use fabric::{DiPort, Fabric, FabricStats};
+use kernel::{c_str, debugfs::Dir, str::CStr, sync::Arc};
 use pcieoe::{ethertype::EtherType, session::Role};
 use port::{Binding, PortConfig};
 
@@ -35,18 +39,42 @@ kernel::module_params! {
     ethertype: u16 = crate::pcieoe::ethertype::DEFAULT,
         "Ethertype of PCIeoE frames (default 0x88b5; 0x88b6 is the other local experimental one)";
     /// Network interface to bind at load time (empty: none).
-    netdev: str = kernel::c_str!(""), "Network interface to bind at load time (empty: none)";
+    netdev: str = kernel::c_str!(""), "Network interface to bind at load time (empty: none; configfs ports/ binds more)";
+}
+
+/// Binds DI ports: a session per netdev, serving the fabric's functions.
+struct DevBinder {
+    fabric: Arc<Fabric>,
+    ethertype: EtherType,
+    debugfs: Arc<Dir>,
+}
+
+impl ports::Binder for DevBinder {
+    type Bound = DiPort;
+
+    fn bind(&self, ifname: &CStr) -> Result<DiPort> {
+        DiPort::new(&self.fabric, |link| {
+            Binding::new(&PortConfig {
+                role: Role::Device,
+                ifname,
+                ethertype: self.ethertype,
+                debugfs: &self.debugfs,
+                service: link,
+                files: None,
+            })
+        })
+    }
 }
 
 struct PcieoeDev {
     ethertype: EtherType,
-    /// The bound netdev, if any (and while it exists): dropping it closes
-    /// the session in order and unbinds.
-    _port: Option<Binding>,
-    /// The configuration tree; unregistered first on unload (configfs pins
-    /// the module while user space has directories in it).
+    // Field order is teardown order: configfs first (user space holds the
+    // module while it has directories there, so its ports are unbound by
+    // then), then the parameter's port, then what they all use.
     _configfs: kernel::configfs::Subsystem,
-    /// The configuration the tree edits.
+    /// The netdev bound by the `netdev` parameter, if any.
+    _port: Option<DiPort>,
+    _binder: Arc<DevBinder>,
     _config: Arc<config::Config>,
 }
 
@@ -56,27 +84,39 @@ impl kernel::Module for PcieoeDev {
             pr_err!("invalid ethertype parameter: {}\n", e);
             EINVAL
         })?;
+        let fabric = Fabric::new()?;
+        let mut debugfs = Dir::new(c_str!("pcieoe_dev")).inspect_err(|e| {
+            pr_err!("debugfs directory pcieoe_dev: error {:?}\n", e);
+        })?;
+        debugfs.add_file(
+            c_str!("functions"),
+            Arc::new(FabricStats(fabric.clone()), GFP_KERNEL)?,
+        )?;
+        let binder = Arc::new(
+            DevBinder {
+                fabric: fabric.clone(),
+                ethertype,
+                debugfs: Arc::new(debugfs, GFP_KERNEL)?,
+            },
+            GFP_KERNEL,
+        )?;
         let ifname = module_params::netdev.get();
         let port = if ifname.is_empty() {
             None
         } else {
-            Some(Binding::new(&PortConfig {
-                role: Role::Device,
-                ifname,
-                ethertype,
-                debugfs: c_str!("pcieoe_dev"),
-            })?)
+            Some(ports::Binder::bind(&*binder, ifname)?)
         };
-        let cfg = config::Config::new()?;
-        let configfs = config::register(module, &cfg)?;
+        let cfg = config::Config::new(fabric)?;
+        let configfs = config::register(module, &cfg, ports::group(binder.clone())?)?;
         pr_info!(
             "device interface loaded, Ethertype {:#06x}\n",
             ethertype.get()
         );
         Ok(PcieoeDev {
             ethertype,
-            _port: port,
             _configfs: configfs,
+            _port: port,
+            _binder: binder,
             _config: cfg,
         })
     }

@@ -80,10 +80,10 @@ check "configfs: tree has functions/ and hosts/" test -d "$CFG/functions" -a -d 
 check "configfs: mkdir functions/f0 functions/f1" mkdir "$CFG/functions/f0" "$CFG/functions/f1"
 check "configfs: a new function is a disabled test function" \
 	bash -c "[[ \$(cat $CFG/functions/f0/type) == test && \$(cat $CFG/functions/f0/enable) == 0 ]]"
-check "configfs: test function default vendor_id" reads "$CFG/functions/f0/vendor_id" 0x1b36
+check "configfs: test function default vendor_id" reads "$CFG/functions/f0/vendor_id" 0xe0e0
 check "configfs: set f0 type vnic" set_attr f0 type vnic
 check "configfs: vnic default IDs" \
-	bash -c "[[ \$(cat $CFG/functions/f0/vendor_id):\$(cat $CFG/functions/f0/device_id) == 0x1af4:0x1041 ]]"
+	bash -c "[[ \$(cat $CFG/functions/f0/vendor_id):\$(cat $CFG/functions/f0/device_id) == 0xe0e0:0x0002 ]]"
 check "configfs: set f1 type vhba" set_attr f1 type vhba
 check "configfs: set f1 vendor_id 0x1234" set_attr f1 vendor_id 0x1234
 check "configfs: set f1 device_id abcd" set_attr f1 device_id abcd
