@@ -124,6 +124,8 @@ impl kernel::Module for PcieoeDev {
 
 impl Drop for PcieoeDev {
     fn drop(&mut self) {
+        // The parameter's port goes before the last line of the log.
+        drop(self._port.take());
         pr_info!(
             "device interface unloaded, Ethertype {:#06x}\n",
             self.ethertype.get()

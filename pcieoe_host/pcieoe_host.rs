@@ -154,6 +154,8 @@ impl kernel::Module for PcieoeHost {
 
 impl Drop for PcieoeHost {
     fn drop(&mut self) {
+        // The parameter's port goes before the last line of the log.
+        drop(self._port.take());
         pr_info!(
             "host interface unloaded, Ethertype {:#06x}\n",
             self.ethertype.get()
