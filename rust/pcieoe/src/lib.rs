@@ -30,6 +30,7 @@
 pub mod cfgspace;
 pub mod clock;
 pub mod credit;
+pub mod dma;
 pub mod ethertype;
 pub mod fabric;
 pub mod frame;
@@ -37,4 +38,5 @@ pub mod function;
 pub mod link;
 pub mod qos;
 pub mod session;
+pub mod testfn;
 pub mod tlp;
