@@ -544,8 +544,9 @@ impl<T: ConfigOps> RootBus<T> {
         // and which is released only when we put it (in `drop`), so the
         // release function is set before it could run.
         unsafe {
-            let bridge = crate::container_of!((*bus.as_ptr()).bridge, bindings::pci_host_bridge, dev)
-                .cast_mut();
+            let bridge =
+                crate::container_of!((*bus.as_ptr()).bridge, bindings::pci_host_bridge, dev)
+                    .cast_mut();
             bindings::pci_set_host_bridge_release(bridge, Some(release_host), host.cast());
         }
         // INVARIANT: See above; `live` was initialised to `true`.
@@ -682,7 +683,9 @@ impl<T: ConfigOps> RootBus<T> {
                 bindings::pci_dev_put(dev);
             }
         }
-        self.host().slots.fetch_and(!(1u32 << (slot >> 3)), Ordering::AcqRel);
+        self.host()
+            .slots
+            .fetch_and(!(1u32 << (slot >> 3)), Ordering::AcqRel);
     }
 
     /// Whether a `pci_dev` exists at `devfn` on the root bus. May sleep.
