@@ -16,25 +16,58 @@
 //! host's device numbers, so hosts hot-add and hot-remove without any
 //! action of their own.
 //!
+//! # Memory requests and the test function
+//!
+//! A host's MRd and MWr address a BAR, not a device: the DI looks for the
+//! served function of that host whose BAR (in its configuration space, with
+//! Memory Space Enable) holds the whole request. None: an MRd gets an
+//! Unsupported Request completion and an MWr is dropped, both counted
+//! (`mem_no_bar`); so a host reaches only its own functions. A `test`
+//! function serves it with its behaviour ([`TestState`]); the other types
+//! have none yet and answer as before (`ur_unsupported`).
+//!
+//! What a test function emits (completions of MMIO reads, DMA MRd/MWr,
+//! MSI-X) goes to its host in the same session's outbox. Completions from
+//! the host are routed by their Requester ID, which is the function's ID
+//! as the host sees it (bus 0, its device number, function 0); those no
+//! function takes are counted (`cpl_unmatched`) and dropped.
+//!
+//! DMA reads that wait too long for completions
+//! ([`DMA_TIMEOUT_NS`](crate::testfn::DMA_TIMEOUT_NS)) are given up by a
+//! work item, woken by an hrtimer armed for the earliest deadline; what the
+//! function emits then (its completion interrupt) is sent through the
+//! host's port from that work item.
+//!
 //! # Locking
 //!
 //! `state` (a bottom-half spinlock) is taken by the sessions' receive path
-//! (softirq, under a session lock) and by [`Fabric::sync`] (process
-//! context). It is never held while a session lock is taken: `sync`
-//! releases it before it sends Presence through the ports. `links` (a
-//! mutex) is taken after the configuration's mutex and before a port's.
+//! (softirq, under a session lock), by [`Fabric::sync`] and the timeout
+//! work (process context) and by debugfs. It is never held while a session
+//! lock is taken: `sync` and the work release it before they send through
+//! the ports. `links` (a mutex) is taken after the configuration's mutex
+//! and before a port's. The timer's handler (softirq) takes only its own
+//! spinlock, to queue the work; the timer is armed under `state`.
+//!
+//! Which functions are served changes only in `sync`, which the
+//! configuration's mutex serialises: `sync` may look under one acquisition
+//! of `state` and change under the next.
 
 use core::fmt::{self, Write as _};
 
 use kernel::{
     debugfs::{SeqFile, Show},
     fmt as kfmt,
+    hrtimer::{Timer, TimerHandler},
+    impl_has_work,
     kvec_ext::VecExt,
-    new_mutex, new_spinlock_bh, pr_warn_ratelimited,
+    new_mutex, new_spinlock_bh, new_work, pr_warn_ratelimited,
     prelude::*,
     spinlock_bh::SpinLockBh,
     str::CString,
     sync::{Arc, Mutex},
+    time::Ktime,
+    work_ext,
+    workqueue::{self, Work, WorkItem},
 };
 
 use crate::config::{FunctionType, Model};
@@ -43,9 +76,10 @@ use crate::pcieoe::{
     fabric::{Msg, DEVICES},
     frame::Mac,
     function::{self, FunctionKind, Identity},
-    tlp::{Bdf, CompletionStatus, Kind, Tlp},
+    tlp::{Bdf, CompletionStatus, Kind, MemRequest, Tlp},
 };
-use crate::port::{MacFmt, Outbox, PortHandle, Service};
+use crate::port::{first_tlp, queue_tlp, MacFmt, Outbox, PortHandle, Service};
+use crate::testfn::TestState;
 
 /// Largest TLP the DI emits (a completion with one DW, or a Masks chunk).
 const TLP_BUF: usize = 512;
@@ -56,6 +90,8 @@ struct Served {
     host: Mac,
     dev: u8,
     cs: KBox<ConfigSpace>,
+    /// The behaviour of a `test` function (none for the other types yet).
+    test: Option<KBox<TestState>>,
 }
 
 /// Counters of the configuration path.
@@ -65,8 +101,17 @@ struct Counters {
     cfg_writes: u64,
     /// Configuration requests for a device the host does not have.
     ur_unassigned: u64,
-    /// Requests the DI does not serve yet (memory, I/O), answered UR.
+    /// Memory requests for a function without a behaviour yet (vNIC,
+    /// vHBA): MRd answered UR, MWr dropped.
     ur_unsupported: u64,
+    /// Memory requests that hit no BAR of the host's functions: MRd
+    /// answered UR, MWr dropped.
+    mem_no_bar: u64,
+    /// Completions from a host that no function of it was waiting for.
+    cpl_unmatched: u64,
+    /// Upstream TLPs lost: no memory to queue them, or no open session
+    /// to the host when a timeout's TLPs were sent.
+    upstream_dropped: u64,
     /// TLPs that did not decode, or pcieoe messages that were malformed.
     malformed: u64,
     /// Describe requests answered.
@@ -76,13 +121,24 @@ struct Counters {
 struct State {
     served: KVec<Served>,
     counters: Counters,
+    /// The timeout timer is armed (for the earliest deadline there was
+    /// when it was armed; later ones are never earlier).
+    timer_armed: bool,
+}
+
+/// The function `host` sees as device `dev`.
+fn find(served: &mut [Served], host: Mac, dev: u8) -> Option<&mut Served> {
+    served.iter_mut().find(|s| s.host == host && s.dev == dev)
+}
+
+/// The current time, `CLOCK_MONOTONIC` ns.
+fn now_ns() -> u64 {
+    u64::try_from(Ktime::ktime_get().to_ns()).unwrap_or(0)
 }
 
 impl State {
     fn find(&mut self, host: Mac, dev: u8) -> Option<&mut Served> {
-        self.served
-            .iter_mut()
-            .find(|s| s.host == host && s.dev == dev)
+        find(&mut self.served, host, dev)
     }
 
     /// The Presence bitmap of `host`.
@@ -99,9 +155,64 @@ impl State {
 pub(crate) struct Fabric {
     #[pin]
     state: SpinLockBh<State>,
-    /// The bound ports, for Presence messages.
+    /// The bound ports, for Presence messages and the timeout work's TLPs.
     #[pin]
     links: Mutex<KVec<Arc<DiLink>>>,
+    /// Wakes the timeout work at the earliest DMA read deadline.
+    watch: Arc<Timer<Watch>>,
+    /// Gives up on DMA reads past their deadline ([`Fabric::expire`]).
+    #[pin]
+    work: Work<Fabric>,
+}
+
+impl_has_work! {
+    impl HasWork<Self> for Fabric { self.work }
+}
+
+/// The timeout timer's data: the fabric whose work it queues, from
+/// [`Fabric::start`] until [`Running`] is dropped (a reference cycle
+/// between the fabric and its timer that only that drop breaks).
+#[pin_data]
+pub(crate) struct Watch {
+    #[pin]
+    fabric: SpinLockBh<Option<Arc<Fabric>>>,
+}
+
+impl TimerHandler for Watch {
+    fn expired(timer: &Timer<Self>) {
+        // Queued under the lock: once `Running`'s drop has taken the
+        // fabric out, nothing queues the work any more, so its flush
+        // waits for the last run.
+        let fabric = timer.fabric.lock();
+        if let Some(f) = fabric.as_ref() {
+            // Already queued: that run sees this deadline too. The clone
+            // given back is not the last reference (the lock holds one).
+            let _ = workqueue::system().enqueue(f.clone());
+        }
+    }
+}
+
+impl WorkItem for Fabric {
+    type Pointer = Arc<Fabric>;
+
+    fn run(this: Arc<Fabric>) {
+        this.expire();
+    }
+}
+
+/// The fabric with its timeout timer running; dropping it (process
+/// context, after the ports are gone) stops the timer's work and waits for
+/// it.
+pub(crate) struct Running(Arc<Fabric>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let fabric = self.0.watch.fabric.lock().take();
+        drop(fabric);
+        work_ext::flush(&*self.0);
+        // The timer may still fire; it finds nothing to do. It is
+        // cancelled when the fabric goes.
+    }
 }
 
 fn kind_of(ty: FunctionType) -> FunctionKind {
@@ -114,16 +225,120 @@ fn kind_of(ty: FunctionType) -> FunctionKind {
 
 impl Fabric {
     pub(crate) fn new() -> Result<Arc<Self>> {
+        let watch = Arc::pin_init(
+            Timer::new(try_pin_init!(Watch {
+                fabric <- new_spinlock_bh!(None, "pcieoe_dev_watch"),
+            }? Error)),
+            GFP_KERNEL,
+        )?;
         Arc::pin_init(
             pin_init!(Fabric {
                 state <- new_spinlock_bh!(State {
                     served: KVec::new(),
                     counters: Counters::default(),
+                    timer_armed: false,
                 }, "pcieoe_dev_fabric"),
                 links <- new_mutex!(KVec::new()),
+                watch,
+                work <- new_work!("pcieoe_dev_timeouts"),
             }),
             GFP_KERNEL,
         )
+    }
+
+    /// Lets the timeout timer queue the work, until [`Running`] is
+    /// dropped.
+    pub(crate) fn start(self: &Arc<Self>) -> Running {
+        *self.watch.fabric.lock() = Some(self.clone());
+        Running(self.clone())
+    }
+
+    /// Arms the timeout timer for `deadline` unless it is armed (for an
+    /// earlier or equal one). Under `state`.
+    fn arm(&self, armed: &mut bool, deadline: Option<u64>) {
+        if let Some(at) = deadline.filter(|_| !*armed) {
+            self.watch
+                .start_at(Ktime::from_raw(i64::try_from(at).unwrap_or(i64::MAX)));
+            *armed = true;
+        }
+    }
+
+    /// Gives up on the DMA reads past their deadline, sends what the
+    /// functions emit then through their hosts' ports, and re-arms the
+    /// timer for the next deadline. The timer's work (process context).
+    fn expire(&self) {
+        let now = now_ns();
+        // Each TLP after its host's MAC, both as `queue_tlp` entries.
+        let mut queue = KVec::new();
+        let mut lost = 0u64;
+        {
+            let mut guard = self.state.lock();
+            let State {
+                served,
+                counters,
+                timer_armed,
+            } = &mut *guard;
+            *timer_armed = false;
+            let mut next: Option<u64> = None;
+            for s in served.iter_mut() {
+                let Some(t) = s.test.as_mut() else {
+                    continue;
+                };
+                let host = s.host;
+                let mut send = |tlp: &[u8]| {
+                    if queue_tlp(&mut queue, &host)
+                        .and_then(|()| queue_tlp(&mut queue, tlp))
+                        .is_err()
+                    {
+                        lost += 1;
+                    }
+                };
+                if t.expire(&s.cs, now, &mut send) {
+                    pr_warn_ratelimited!(
+                        "function {}: host {} did not complete its DMA read within {} ms: command failed\n",
+                        &*s.name,
+                        MacFmt(host),
+                        crate::testfn::DMA_TIMEOUT_NS / 1_000_000
+                    );
+                }
+                next = match (next, t.deadline()) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+            counters.upstream_dropped += lost;
+            self.arm(timer_armed, next);
+        }
+        if queue.is_empty() {
+            return;
+        }
+        let mut unsent = 0u64;
+        {
+            let links = self.links.lock();
+            let mut rest = &queue[..];
+            while let Some((mac, tail)) = first_tlp(rest) {
+                let Some((tlp, tail)) = first_tlp(tail) else {
+                    break;
+                };
+                rest = tail;
+                let sent = links.iter().any(|link| {
+                    let port = link.port.lock();
+                    port.as_ref().is_some_and(|p| {
+                        p.peer().is_some_and(|peer| &peer[..] == mac) && p.send(tlp).is_ok()
+                    })
+                });
+                if !sent {
+                    unsent += 1;
+                }
+            }
+        }
+        if unsent > 0 {
+            self.state.lock().counters.upstream_dropped += unsent;
+            pr_warn_ratelimited!(
+                "{} upstream TLPs dropped: no open session to their host\n",
+                unsent
+            );
+        }
     }
 
     /// Makes the served functions match `model` (called with the
@@ -131,19 +346,35 @@ impl Fabric {
     /// open session what its host has now.
     pub(crate) fn sync(&self, model: &Model) -> Result {
         // Drop what is no longer enabled and assigned to the same host.
+        let keep = |s: &Served| {
+            model.hosts.iter().any(|h| {
+                h.mac.0 == s.host
+                    && h.functions
+                        .iter()
+                        .any(|n| n.as_bytes() == s.name.as_bytes())
+            }) && model
+                .functions
+                .iter()
+                .any(|f| f.enabled && f.name.as_bytes() == s.name.as_bytes())
+        };
+        // The test functions' memory (2.2 MiB each, vmalloc) is freed
+        // after the lock, not with bottom halves disabled.
+        let count = self.state.lock().served.len();
+        let mut gone: KVec<KBox<TestState>> = KVec::with_capacity(count, GFP_KERNEL)?;
         {
             let mut st = self.state.lock();
+            for s in st.served.iter_mut() {
+                if !keep(s) {
+                    if let Some(t) = s.test.take() {
+                        // Within the capacity (the list did not grow): no
+                        // allocation, cannot fail.
+                        let _ = gone.push(t, GFP_ATOMIC);
+                    }
+                }
+            }
             st.served.retain(|s| {
-                let keep = model.hosts.iter().any(|h| {
-                    h.mac.0 == s.host
-                        && h.functions
-                            .iter()
-                            .any(|n| n.as_bytes() == s.name.as_bytes())
-                }) && model
-                    .functions
-                    .iter()
-                    .any(|f| f.enabled && f.name.as_bytes() == s.name.as_bytes());
-                if !keep {
+                let kept = keep(s);
+                if !kept {
                     pr_info!(
                         "function {}: no longer served to host {} (device {:02x})\n",
                         &*s.name,
@@ -151,9 +382,10 @@ impl Fabric {
                         s.dev
                     );
                 }
-                keep
+                kept
             });
         }
+        drop(gone);
         // Add what is new.
         for host in model.hosts.iter() {
             for name in host.functions.iter() {
@@ -169,9 +401,22 @@ impl Fabric {
                         .iter()
                         .any(|s| s.host == host.mac.0 && s.name.as_bytes() == name.as_bytes())
                 };
-                if served(&self.state.lock()) {
+                let used = {
+                    let st = self.state.lock();
+                    if served(&st) {
+                        continue;
+                    }
+                    st.presence(host.mac.0)
+                };
+                let Some(dev) = (0..DEVICES as u8).find(|d| used & (1 << d) == 0) else {
+                    pr_warn!(
+                        "host {}: all {} device numbers in use, function {} not served\n",
+                        host.mac,
+                        DEVICES,
+                        &**name
+                    );
                     continue;
-                }
+                };
                 let mut cs: KBox<ConfigSpace> = KBox::init(kernel::init::zeroed(), GFP_KERNEL)?;
                 let id = Identity {
                     vendor: f.vendor_id,
@@ -184,18 +429,22 @@ impl Fabric {
                     pr_err!("function {}: config space: {:?}\n", &**name, e);
                     EINVAL
                 })?;
+                // Allocated anew for each assignment: a function given to
+                // a host (again) starts from its reset state, with zeroed
+                // BARs. Its ID is the one that host sees: 00:<dev>.0.
+                let test = match f.ty {
+                    FunctionType::Test => Some(TestState::new(Bdf::new(0, dev, 0).ok_or(EINVAL)?)?),
+                    FunctionType::Vnic | FunctionType::Vhba => None,
+                };
                 let name = CString::try_from_fmt(kfmt!("{}", &**name))?;
                 let mut st = self.state.lock();
-                let used = st.presence(host.mac.0);
-                let Some(dev) = (0..DEVICES as u8).find(|d| used & (1 << d) == 0) else {
-                    pr_warn!(
-                        "host {}: all {} device numbers in use, function {} not served\n",
-                        host.mac,
-                        DEVICES,
-                        &*name
-                    );
-                    continue;
-                };
+                // Only `sync` changes the list, under the configuration's
+                // mutex: `dev` is still free.
+                if st.presence(host.mac.0) & (1 << dev) != 0 {
+                    drop(st);
+                    pr_err!("host {}: device {:02x} taken meanwhile\n", host.mac, dev);
+                    return Err(EBUSY);
+                }
                 pr_info!(
                     "function {}: served to host {} as device {:02x}\n",
                     &*name,
@@ -208,6 +457,7 @@ impl Fabric {
                         host: host.mac.0,
                         dev,
                         cs,
+                        test,
                     },
                     GFP_ATOMIC,
                 )?;
@@ -256,6 +506,7 @@ impl Fabric {
     /// Answers one TLP from `host` (softirq, under its session's lock).
     fn serve(&self, host: Mac, bytes: &[u8], out: &mut Outbox) {
         let mut st = self.state.lock();
+        let dropped = out.dropped;
         let Ok(tlp) = Tlp::decode(bytes) else {
             st.counters.malformed += 1;
             pr_warn_ratelimited!("host {}: undecodable TLP dropped\n", MacFmt(host));
@@ -295,6 +546,61 @@ impl Fabric {
                         );
                     }
                 }
+                // A write may have set Bus Master Enable, unmasked MSI-X
+                // (a pending message goes out) or cleared them (the
+                // running command fails).
+                if !is_read {
+                    let State {
+                        served,
+                        timer_armed,
+                        ..
+                    } = &mut *st;
+                    if let Some(s) = find(served, host, dev) {
+                        if let Some(t) = s.test.as_mut() {
+                            t.run(&s.cs, now_ns(), &mut |b: &[u8]| out.push(b));
+                            self.arm(timer_armed, t.deadline());
+                        }
+                    }
+                }
+            }
+            Kind::MemRead(r) | Kind::MemWrite(r) => self.memory(&mut st, host, &tlp, &r, out),
+            Kind::Completion(c) => {
+                let State {
+                    served,
+                    counters,
+                    timer_armed,
+                } = &mut *st;
+                let id = c.requester;
+                let s = if id.bus() == 0 && id.function() == 0 {
+                    find(served, host, id.device())
+                } else {
+                    None
+                };
+                match s.and_then(|s| Some((s.test.as_mut()?, &s.cs, &s.name))) {
+                    Some((t, cs, name)) => {
+                        if !t.completion(&tlp, cs, now_ns(), &mut |b: &[u8]| out.push(b)) {
+                            pr_warn_ratelimited!(
+                                "host {}: completion (tag {}, {}) for function {} not expected: dropped\n",
+                                MacFmt(host),
+                                c.tag,
+                                c.status,
+                                &**name
+                            );
+                        }
+                        self.arm(timer_armed, t.deadline());
+                    }
+                    None => {
+                        counters.cpl_unmatched += 1;
+                        pr_warn_ratelimited!(
+                            "host {}: completion for {:02x}:{:02x}.{} (tag {}), no such test function: dropped\n",
+                            MacFmt(host),
+                            id.bus(),
+                            id.device(),
+                            id.function(),
+                            c.tag
+                        );
+                    }
+                }
             }
             Kind::Message(_) => match Msg::parse(&tlp) {
                 Some(Ok(Msg::Describe { dev })) => {
@@ -326,16 +632,80 @@ impl Fabric {
                     );
                 }
             },
-            _ => {
-                // Memory requests reach the functions in a later stage;
-                // until then a non-posted one is answered UR so that the
-                // requester does not wait for its timeout.
-                st.counters.ur_unsupported += 1;
-                if let Some(n) = unsupported(&tlp, &mut buf) {
-                    out.push(buf.get(..n).unwrap_or(&[]));
-                }
-            }
         }
+        let lost = out.dropped.saturating_sub(dropped);
+        if lost > 0 {
+            st.counters.upstream_dropped += lost;
+            pr_warn_ratelimited!(
+                "host {}: {} TLPs dropped: no memory to queue them\n",
+                MacFmt(host),
+                lost
+            );
+        }
+    }
+
+    /// Serves a host's MRd or MWr: the function of `host` whose BAR holds
+    /// the request's range, if any. Under `state`, softirq.
+    fn memory(&self, st: &mut State, host: Mac, tlp: &Tlp<'_>, r: &MemRequest, out: &mut Outbox) {
+        let write = matches!(tlp.kind, Kind::MemWrite(_));
+        let mut buf = [0u8; TLP_BUF];
+        if let Err(e) = tlp.check() {
+            st.counters.malformed += 1;
+            pr_warn_ratelimited!(
+                "host {}: malformed {} at {:#x}: {}: dropped\n",
+                MacFmt(host),
+                tlp.name(),
+                r.address,
+                e
+            );
+            return;
+        }
+        let State {
+            served,
+            counters,
+            timer_armed,
+        } = st;
+        let len = u64::from(r.length) * 4;
+        let hit = served
+            .iter_mut()
+            .find(|s| s.host == host && s.cs.bar_hit(r.address, len).is_some());
+        let Some(s) = hit else {
+            counters.mem_no_bar += 1;
+            pr_warn_ratelimited!(
+                "host {}: {} of {} bytes at {:#x} hits none of its functions' BARs: {}\n",
+                MacFmt(host),
+                tlp.name(),
+                len,
+                r.address,
+                if write { "dropped" } else { "UR" }
+            );
+            if let Some(n) = unsupported(tlp, &mut buf) {
+                out.push(buf.get(..n).unwrap_or(&[]));
+            }
+            return;
+        };
+        let Some(t) = s.test.as_mut() else {
+            // Memory requests reach the vNIC and vHBA in a later stage;
+            // until then a read is answered UR so that the requester does
+            // not wait for its timeout.
+            counters.ur_unsupported += 1;
+            if let Some(n) = unsupported(tlp, &mut buf) {
+                out.push(buf.get(..n).unwrap_or(&[]));
+            }
+            return;
+        };
+        if let Err(e) = t.mmio(tlp, &s.cs, now_ns(), &mut |b: &[u8]| out.push(b)) {
+            counters.malformed += 1;
+            pr_warn_ratelimited!(
+                "host {}: {} at {:#x} for function {}: {}: dropped\n",
+                MacFmt(host),
+                tlp.name(),
+                r.address,
+                &*s.name,
+                e
+            );
+        }
+        self.arm(timer_armed, t.deadline());
     }
 }
 
@@ -388,7 +758,8 @@ impl Service for DiLink {
 }
 
 /// `/sys/kernel/debug/pcieoe_dev/functions`: what is served to whom, with
-/// the registers a test compares with the host's view, and the counters.
+/// the registers a test compares with the host's view, and the counters
+/// (a test function's own at the end of its line, as `key value` pairs).
 pub(crate) struct FabricStats(pub(crate) Arc<Fabric>);
 
 impl Show for FabricStats {
@@ -399,6 +770,9 @@ impl Show for FabricStats {
         writeln!(f, "cfg_writes: {}", c.cfg_writes)?;
         writeln!(f, "ur_unassigned: {}", c.ur_unassigned)?;
         writeln!(f, "ur_unsupported: {}", c.ur_unsupported)?;
+        writeln!(f, "mem_no_bar: {}", c.mem_no_bar)?;
+        writeln!(f, "cpl_unmatched: {}", c.cpl_unmatched)?;
+        writeln!(f, "upstream_dropped: {}", c.upstream_dropped)?;
         writeln!(f, "malformed: {}", c.malformed)?;
         writeln!(f, "describes: {}", c.describes)?;
         for s in st.served.iter() {
@@ -415,6 +789,24 @@ impl Show for FabricStats {
             )?;
             for bar in 0..6u16 {
                 write!(f, " bar{} {:#010x}", bar, r(0x10 + 4 * bar, 4))?;
+            }
+            if let Some(t) = s.test.as_ref() {
+                let c = &t.counters;
+                write!(
+                    f,
+                    " busy {} mmio_reads {} mmio_writes {} mmio_dropped {} dma_ok {} dma_failed {} dma_timeouts {} msix {} irq_failed {} cpl_unmatched {} tlps_out {}",
+                    u8::from(t.busy()),
+                    c.mmio_reads,
+                    c.mmio_writes,
+                    c.mmio_dropped,
+                    c.dma_ok,
+                    c.dma_failed,
+                    c.dma_timeouts,
+                    c.msix,
+                    c.irq_failed,
+                    c.cpl_unmatched,
+                    c.tlps_out
+                )?;
             }
             writeln!(f)?;
         }

@@ -20,8 +20,9 @@ mod port;
 mod ports;
 #[path = "../common/stats.rs"]
 mod stats;
+mod testfn;
 
-use fabric::{DiPort, Fabric, FabricStats};
+use fabric::{DiPort, Fabric, FabricStats, Running};
 use kernel::{c_str, debugfs::Dir, str::CStr, sync::Arc};
 use pcieoe::{ethertype::EtherType, session::Role};
 use port::{Binding, PortConfig};
@@ -76,6 +77,8 @@ struct PcieoeDev {
     _port: Option<DiPort>,
     _binder: Arc<DevBinder>,
     _config: Arc<config::Config>,
+    /// Last: the timeout work stops once no port can start a DMA.
+    _running: Running,
 }
 
 impl kernel::Module for PcieoeDev {
@@ -85,6 +88,7 @@ impl kernel::Module for PcieoeDev {
             EINVAL
         })?;
         let fabric = Fabric::new()?;
+        let running = fabric.start();
         let mut debugfs = Dir::new(c_str!("pcieoe_dev")).inspect_err(|e| {
             pr_err!("debugfs directory pcieoe_dev: error {:?}\n", e);
         })?;
@@ -118,6 +122,7 @@ impl kernel::Module for PcieoeDev {
             _port: port,
             _binder: binder,
             _config: cfg,
+            _running: running,
         })
     }
 }
