@@ -6,8 +6,13 @@
  */
 #include <linux/configfs.h>
 #include <linux/debugfs.h>
+#include <linux/fs.h>
 #include <linux/hrtimer.h>
+#include <linux/interrupt.h>
 #include <linux/ioport.h>
+#include <linux/irq.h>
+#include <linux/irqdomain.h>
+#include <linux/miscdevice.h>
 #include <linux/moduleparam.h>
 #include <linux/netdevice.h>
 #include <linux/numa.h>
@@ -23,3 +28,6 @@
  * is private to drivers/pci: the same declaration as there (6.12).
  */
 int pci_hp_add_bridge(struct pci_dev *dev);
+#include <linux/dma-map-ops.h>
+#include <linux/scatterlist.h>
+#include <linux/dma-mapping.h>
