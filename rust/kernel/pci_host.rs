@@ -112,6 +112,10 @@
 //!   after its bus is dropped. (The PCI core keeps one small bus-number
 //!   resource per domain number ever used; reuse keeps that bounded.)
 //!
+//! * **DMA.** Every function the bus scans gets a software IOMMU as its
+//!   DMA operations before a driver can probe it; the owner of the bus
+//!   serves the functions' memory requests through it. See [`iommu`].
+//!
 //! # Contexts
 //!
 //! [`RootBus::new`], [`RootBus::scan_slot`], [`RootBus::remove_slot`],
@@ -120,8 +124,14 @@
 //! (the rescan/remove mutex is held around those). [`ConfigOps`] methods
 //! are called in any context, possibly with interrupts disabled.
 
+mod function;
+pub use function::{Mmio, Vectors};
+
+pub mod iommu;
+pub use iommu::{DmaFault, DmaHandle, DmaStats};
+
 use crate::{
-    alloc::{flags::GFP_KERNEL, KBox},
+    alloc::{flags::GFP_KERNEL, KBox, KVec},
     error::{code::*, to_result, Result},
     sync::Arc,
     types::Opaque,
@@ -151,6 +161,53 @@ pub trait ConfigOps: Send + Sync + 'static {
     /// (aligned to `size`, below 4096) of function `devfn` on bus number
     /// `bus`. `false` means that there is no device there.
     fn write(&self, bus: u8, devfn: u8, offset: u16, size: usize, value: u32) -> bool;
+
+    /// Reads `buf.len()` bytes at `offset` into BAR `bar` of function
+    /// `devfn` on the root bus, for its driver (see [`Mmio`]). Process
+    /// context; may sleep until the data arrive or the attempt times out.
+    ///
+    /// The default has no memory space: `ENODEV`.
+    ///
+    /// # Errors
+    ///
+    /// Whatever the implementation reports: `ENODEV` for a device that is
+    /// gone, `EINVAL` for a range outside the BAR, `ETIMEDOUT`, `EIO`.
+    fn mem_read(&self, _devfn: u8, _bar: u8, _offset: u64, _buf: &mut [u8]) -> Result {
+        Err(ENODEV)
+    }
+
+    /// Writes `data` at `offset` into BAR `bar` of function `devfn` on the
+    /// root bus, for its driver (see [`Mmio`]). Writes are posted: `Ok`
+    /// means sent, not applied. Process context; may sleep while the link
+    /// is backlogged.
+    ///
+    /// The default has no memory space: `ENODEV`.
+    ///
+    /// # Errors
+    ///
+    /// As [`ConfigOps::mem_read`], without `ETIMEDOUT`.
+    fn mem_write(&self, _devfn: u8, _bar: u8, _offset: u64, _data: &[u8]) -> Result {
+        Err(ENODEV)
+    }
+
+    /// Sets up `count` MSI-X vectors of function `devfn` on the root bus
+    /// and returns their Linux interrupt numbers, for its driver (see
+    /// [`Vectors`]). Process context; may sleep.
+    ///
+    /// The default has no interrupts: `ENODEV`.
+    ///
+    /// # Errors
+    ///
+    /// `ENODEV`, `EINVAL` (no MSI-X, or fewer vectors), `ENOMEM`, `EBUSY`
+    /// (already set up), or what programming the function returns.
+    fn irq_alloc(&self, _devfn: u8, _count: u32) -> Result<KVec<u32>> {
+        Err(ENODEV)
+    }
+
+    /// Turns off the vectors of function `devfn` that
+    /// [`ConfigOps::irq_alloc`] set up, once their handlers are freed.
+    /// Process context; may sleep.
+    fn irq_free(&self, _devfn: u8) {}
 }
 
 /// The bus address at which the memory window starts (see
@@ -174,7 +231,13 @@ const DOMAIN_COUNT: i32 = 0x10000;
 ///   created and not changed afterwards; `bus->sysdata` of every bus of the
 ///   hierarchy points to `sysdata`.
 /// * `ops` is `Some` while `live` is set. It is only written (taken) after
-///   `live` was cleared and an RCU grace period passed.
+///   `live` was cleared, an RCU grace period passed and `mem_users` is 0.
+/// * `mem_users` counts the [`Mmio`] calls that use `ops` outside an RCU
+///   read-side critical section; each was counted inside one that saw
+///   `live` set.
+/// * `iommu` is not replaced. The `dev.dma_ops` of every device of the
+///   hierarchy is NULL until its scan completes, then `iommu`'s (unless a
+///   global rescan added it behind a bridge).
 /// * Once the bridge is registered, the block is freed only by
 ///   [`release_host`], the bridge's release function.
 #[repr(C)]
@@ -186,12 +249,18 @@ struct Host {
     live: AtomicBool,
     /// Root-bus slots that are scanned in (bit `devfn >> 3`).
     slots: AtomicU32,
+    /// [`Mmio`] calls in progress (they may sleep, so RCU alone cannot
+    /// cover them).
+    mem_users: AtomicU32,
     ops: UnsafeCell<Option<Arc<dyn ConfigOps>>>,
+    /// The functions' DMA translation tables.
+    iommu: Arc<iommu::Iommu>,
 }
 
 // SAFETY: `ops` is read only by the trampolines under the RCU protocol of
-// the type invariants and written only once no reader can see it; the other
-// fields are atomics or written by the C core under its own locks.
+// the type invariants and written only once no reader can see it; `iommu`
+// is `Sync` and never replaced; the other fields are atomics or written by
+// the C core under its own locks.
 unsafe impl Sync for Host {}
 
 /// `pci_ops` in a `static` (it contains raw pointers).
@@ -437,6 +506,7 @@ impl<T: ConfigOps> RootBus<T> {
             return Err(EINVAL);
         }
         let erased: Arc<dyn ConfigOps> = ops.clone();
+        let iommu = iommu::Iommu::new()?;
         let host = KBox::new(
             Host {
                 sysdata: Opaque::uninit(),
@@ -444,7 +514,9 @@ impl<T: ConfigOps> RootBus<T> {
                 busn: Opaque::uninit(),
                 live: AtomicBool::new(true),
                 slots: AtomicU32::new(0),
+                mem_users: AtomicU32::new(0),
                 ops: UnsafeCell::new(Some(erased)),
+                iommu,
             },
             GFP_KERNEL,
         )?;
@@ -643,17 +715,47 @@ impl<T: ConfigOps> RootBus<T> {
                 bindings::pci_dev_put(dev);
             }
         }
-        // SAFETY: As above. Sizes the windows of new bridges, assigns
-        // every unassigned BAR and window of the hierarchy, then adds the
-        // new devices (drivers probe them).
-        unsafe {
-            bindings::pci_assign_unassigned_bus_resources(bus);
-            bindings::pci_bus_add_devices(bus);
-        }
+        // SAFETY: As above. Sizes the windows of new bridges and assigns
+        // every unassigned BAR and window of the hierarchy.
+        unsafe { bindings::pci_assign_unassigned_bus_resources(bus) };
+        self.install_dma_ops(devfn);
+        // SAFETY: As above. Adds the new devices (drivers probe them).
+        unsafe { bindings::pci_bus_add_devices(bus) };
         if !self.has_device_slot(devfn) {
             self.host().slots.fetch_and(!bit, Ordering::AcqRel);
         }
         Ok(usize::try_from(n).unwrap_or(0))
+    }
+
+    /// Gives the new functions of the slot of `devfn`, and new devices
+    /// behind bridges, the software IOMMU's DMA operations, and makes the
+    /// functions' translation tables present. The caller holds the rescan
+    /// mutex and has not added the new devices yet.
+    fn install_dma_ops(&self, devfn: u8) {
+        let bus = self.bus.as_ptr();
+        for f in 0..8u8 {
+            // SAFETY: `bus` is our registered root bus (type invariants);
+            // `pci_get_slot()` returns a referenced device or NULL.
+            let dev = unsafe { bindings::pci_get_slot(bus, (devfn | f).into()) };
+            if dev.is_null() {
+                continue;
+            }
+            // SAFETY: `dev` is a referenced device of our hierarchy. One
+            // without DMA operations was scanned by our caller and is not
+            // added yet (added ones got them at their scan), so no driver
+            // and no DMA API call can use it: the rescan mutex is held.
+            if unsafe { iommu::install_ops(dev) } {
+                self.host().iommu.install(devfn | f);
+            }
+            // SAFETY: `pci_get_slot()` took a reference, which we put.
+            unsafe { bindings::pci_dev_put(dev) };
+        }
+        // SAFETY: `bus` is our registered root bus; the rescan mutex is
+        // held, so the devices without DMA operations and without a driver
+        // that the walk finds were scanned by our caller and not added yet.
+        unsafe {
+            bindings::pci_walk_bus(bus, Some(iommu::install_ops_walk), core::ptr::null_mut())
+        };
     }
 
     /// Whether any function of the slot of `devfn` exists.
@@ -682,6 +784,10 @@ impl<T: ConfigOps> RootBus<T> {
                 bindings::pci_stop_and_remove_bus_device(dev);
                 bindings::pci_dev_put(dev);
             }
+        }
+        // The drivers are unbound: what is still mapped leaked.
+        for f in 0..8u8 {
+            self.host().iommu.remove(slot | f);
         }
         self.host()
             .slots
@@ -726,11 +832,22 @@ impl<T: ConfigOps> Drop for RootBus<T> {
         // SAFETY: `host` stays allocated until the bridge is released,
         // which needs our reference (put below).
         let h = unsafe { &*host };
+        // Every driver is unbound: what is still mapped leaked.
+        for devfn in 0..=u8::MAX {
+            h.iommu.remove(devfn);
+        }
         h.live.store(false, Ordering::Release);
         // SAFETY: Process context. After the grace period, every
         // trampoline call that saw `live` set has returned, and later ones
         // see it cleared and do not touch `ops`.
         unsafe { bindings::synchronize_rcu() };
+        // Memory accesses counted before the grace period may still run:
+        // the devices are gone, so only a driver that outlived its device
+        // (an open file, say) can be in one, and it ends at its timeout.
+        while h.mem_users.load(Ordering::Acquire) != 0 {
+            // SAFETY: Process context.
+            unsafe { bindings::msleep(1) };
+        }
         // SAFETY: No reader can access `ops` any more (see above).
         let ops = unsafe { (*h.ops.get()).take() };
         drop(ops);
