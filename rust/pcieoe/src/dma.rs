@@ -36,7 +36,7 @@
 use core::fmt;
 
 use super::cfgspace::{ConfigSpace, CAP_ID_PCIE, MSIX_ENABLE, MSIX_FUNCTION_MASK, PCIE_DEVCTL};
-use super::tlp::{self, Bdf, Completion, CompletionStatus, Kind, Tag, Tlp};
+use super::tlp::{self, Bdf, Completion, CompletionStatus, Kind, MemRequest, Tag, Tlp};
 
 /// The longest transfer one [`DmaRead`] or [`DmaWrite`] moves: 1 MiB, the
 /// test function's largest BAR and `pci_endpoint_test`'s largest buffer.
@@ -182,8 +182,13 @@ pub struct DmaConfig {
     /// Max_Payload_Size in bytes: a power of two, 128 to 4096.
     pub max_payload: usize,
     /// The first of the [`TAGS`] tags a [`DmaRead`] uses; the last must
-    /// be at most 255 (8-bit tags, which every requester may use).
+    /// be at most 255 (8-bit tags, which every requester may use) unless
+    /// `ten_bit_tags`.
     pub first_tag: u16,
+    /// Whether tags up to [`Tag::MAX`] may be used: the requester and its
+    /// completer both support 10-bit tags (the host's own reads across
+    /// pcieoe do; a function never assumes it).
+    pub ten_bit_tags: bool,
 }
 
 /// A size field of Device Control (3 bits: 128 << n), reserved encodings
@@ -205,6 +210,7 @@ impl DmaConfig {
             max_read_request: DEFAULT_MAX_READ_REQUEST,
             max_payload: DEFAULT_MAX_PAYLOAD,
             first_tag: 0,
+            ten_bit_tags: false,
         }
     }
 
@@ -231,7 +237,13 @@ impl DmaConfig {
     /// [`DmaError::Config`].
     pub fn check(&self) -> Result<(), DmaError> {
         let last_tag = usize::from(self.first_tag) + TAGS - 1;
-        if !valid_size(self.max_read_request) || !valid_size(self.max_payload) || last_tag > 0xff {
+        let max_tag = if self.ten_bit_tags {
+            usize::from(Tag::MAX)
+        } else {
+            0xff
+        };
+        if !valid_size(self.max_read_request) || !valid_size(self.max_payload) || last_tag > max_tag
+        {
             return Err(DmaError::Config);
         }
         Ok(())
@@ -811,6 +823,66 @@ pub fn msix_take_pending(table: &[u8], pba: &mut [u8], control: u16) -> Option<M
     Some(entry(table, vector).0)
 }
 
+/// Answers the memory read `req` (whose fields are `r`) with successful
+/// CplDs from `completer`, as a completer must: payloads of at most `mps`
+/// bytes (and what `buf` holds after a 3DW header) that end on Read
+/// Completion Boundaries ([`RCB`]), with the Byte Count and Lower Address
+/// each needs, in address order. `fill(offset, out)` writes the bytes of
+/// the request at `offset` (from the request's first double word) into
+/// `out`; each completion is written in `buf` and passed to `send`.
+/// Returns how many were sent; `None` if `buf` cannot hold one (nothing
+/// was sent then).
+///
+/// Both sides use it: a function answering a read of its BARs, and the
+/// host answering a function's DMA read of its memory.
+pub fn complete_read(
+    req: &Tlp<'_>,
+    r: &MemRequest,
+    completer: Bdf,
+    mps: usize,
+    buf: &mut [u8],
+    mut fill: impl FnMut(u64, &mut [u8]),
+    send: &mut impl FnMut(&[u8]),
+) -> Option<usize> {
+    let room = buf.len().saturating_sub(tlp::HEADER_3DW);
+    let limit = (room.min(mps) as u64) & !(RCB - 1);
+    if limit == 0 {
+        return None;
+    }
+    let start = r.address;
+    let end = start + u64::from(r.length) * 4;
+    let first_byte = start + u64::from(tlp::lower_address(r.address, r.first_be) & 3);
+    let last_end = first_byte + u64::from(tlp::byte_count(r.length, r.first_be, r.last_be));
+    let mut at = start;
+    let mut sent = 0;
+    while at < end {
+        let chunk_end = ((at + limit) & !(RCB - 1)).min(end);
+        let from = at.max(first_byte);
+        let byte_count = (last_end.saturating_sub(from)).clamp(1, 4096) as u16;
+        let lower = (from & 0x7f) as u8;
+        let len = (chunk_end - at) as usize;
+        let zeros = ZEROS.get(..len)?;
+        let mut cpl = Tlp::completion(
+            completer,
+            CompletionStatus::Success,
+            r.requester,
+            r.tag,
+            byte_count,
+            lower,
+            zeros,
+        );
+        cpl.tc = req.tc;
+        cpl.attr = req.attr;
+        let n = cpl.emit(buf).ok()?;
+        let out = buf.get_mut(n.checked_sub(len)?..n)?;
+        fill(at - start, out);
+        send(buf.get(..n).unwrap_or(&[]));
+        sent += 1;
+        at = chunk_end;
+    }
+    Some(sent)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -839,6 +911,11 @@ mod tests {
         assert_eq!(cfg.check(), Ok(()));
         cfg.first_tag = 225;
         assert_eq!(cfg.check(), Err(DmaError::Config));
+        cfg.ten_bit_tags = true;
+        assert_eq!(cfg.check(), Ok(()));
+        cfg.first_tag = Tag::MAX - TAGS as u16 + 2;
+        assert_eq!(cfg.check(), Err(DmaError::Config));
+        cfg.ten_bit_tags = false;
         cfg.first_tag = 224;
         cfg.max_payload = 192;
         assert_eq!(cfg.check(), Err(DmaError::Config));

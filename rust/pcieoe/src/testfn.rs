@@ -78,7 +78,7 @@ use core::fmt;
 use super::cfgspace::ConfigSpace;
 use super::dma::{
     self, msix_message, msix_take_pending, DmaConfig, DmaError, DmaRead, DmaState, DmaWrite,
-    MsixMessage, MsixRefusal, MAX_DMA_LEN, MSIX_ENTRY_LEN, RCB,
+    MsixMessage, MsixRefusal, MAX_DMA_LEN, MSIX_ENTRY_LEN,
 };
 use super::function::TEST_REG_LEN;
 use super::tlp::{self, Bdf, CompletionStatus, Kind, MemRequest, Tlp};
@@ -748,45 +748,8 @@ impl TestFunction {
         buf: &mut [u8],
         send: &mut impl FnMut(&[u8]),
     ) -> Result<usize, MmioError> {
-        // Completion payloads: a multiple of the RCB, at most the MPS and
-        // what fits in `buf` after a 3DW header.
-        let room = buf.len().saturating_sub(tlp::HEADER_3DW);
-        let limit = (room.min(mps) as u64) & !(RCB - 1);
-        if limit == 0 {
-            return Err(MmioError::Buffer);
-        }
-        let start = r.address;
-        let end = start + u64::from(r.length) * 4;
-        let first_byte = start + u64::from(tlp::lower_address(r.address, r.first_be) & 3);
-        let last_end = first_byte + u64::from(tlp::byte_count(r.length, r.first_be, r.last_be));
-        let mut at = start;
-        let mut sent = 0;
-        while at < end {
-            let chunk_end = ((at + limit) & !(RCB - 1)).min(end);
-            let from = at.max(first_byte);
-            let byte_count = (last_end.saturating_sub(from)).clamp(1, 4096) as u16;
-            let lower = (from & 0x7f) as u8;
-            let len = (chunk_end - at) as usize;
-            let zeros = dma::ZEROS.get(..len).ok_or(MmioError::Buffer)?;
-            let mut cpl = Tlp::completion(
-                self.id,
-                CompletionStatus::Success,
-                r.requester,
-                r.tag,
-                byte_count,
-                lower,
-                zeros,
-            );
-            cpl.tc = req.tc;
-            cpl.attr = req.attr;
-            let n = cpl.emit(buf).map_err(|_| MmioError::Buffer)?;
-            let out = buf.get_mut(n - len..n).ok_or(MmioError::Buffer)?;
-            self.mmio_read(bar, offset + (at - start), out, bars);
-            send(buf.get(..n).unwrap_or(&[]));
-            sent += 1;
-            at = chunk_end;
-        }
-        Ok(sent)
+        let fill = |at: u64, out: &mut [u8]| self.mmio_read(bar, offset + at, out, bars);
+        dma::complete_read(req, r, self.id, mps, buf, fill, send).ok_or(MmioError::Buffer)
     }
 
     /// Offers a received TLP to the running command: completions of its
