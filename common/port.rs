@@ -223,6 +223,11 @@ impl Outbox {
         }
     }
 
+    /// Bytes queued and not yet handed to the session.
+    fn backlog(&self) -> usize {
+        self.buf.len().saturating_sub(self.head)
+    }
+
     fn front(&self) -> Option<&[u8]> {
         first_tlp(self.buf.get(self.head..)?).map(|(tlp, _)| tlp)
     }
@@ -429,6 +434,15 @@ impl PortHandle {
         inner.upper.out.push(tlp);
         service(shared, &mut inner, now());
         Ok(())
+    }
+
+    /// Bytes of TLPs queued on the session and not yet sent: a sender of
+    /// bulk data waits while this is large, so that queued TLPs stay
+    /// bounded and none is dropped for lack of memory.
+    // The host's memory writes need it; the device interface does not.
+    #[allow(dead_code)]
+    pub(crate) fn backlog(&self) -> usize {
+        self.0.inner.lock().upper.out.backlog()
     }
 
     /// The peer of the open session.

@@ -23,7 +23,7 @@ mod stats;
 use kernel::{c_str, configfs, debugfs::Dir, str::CStr, sync::Arc};
 use pcieoe::{ethertype::EtherType, session::Role};
 use port::{Binding, PortConfig};
-use remote::{CfgProbeUnassigned, CfgRtt, Link, PciInfo, Remote};
+use remote::{CfgProbeUnassigned, CfgRtt, Link, MmioRtt, PciInfo, Remote};
 
 module! {
     type: PcieoeHost,
@@ -75,6 +75,10 @@ impl ports::Binder for HostBinder {
             dir.add_file(
                 c_str!("cfg_rtt"),
                 Arc::new(CfgRtt(remote.clone()), GFP_KERNEL)?,
+            )?;
+            dir.add_file(
+                c_str!("mmio_rtt"),
+                Arc::new(MmioRtt(remote.clone()), GFP_KERNEL)?,
             )?;
             dir.add_file(
                 c_str!("cfg_probe_unassigned"),

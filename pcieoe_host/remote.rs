@@ -75,6 +75,10 @@ use crate::pcieoe::{
 };
 use crate::port::{first_tlp, queue_tlp, Outbox, PortHandle, Service};
 
+mod dma;
+mod irq;
+mod mmio;
+
 /// Address space for the BARs of one port's functions.
 const WINDOW: u64 = 256 << 20;
 /// A fetch that makes no progress for this long fails.
@@ -162,6 +166,19 @@ struct Events {
     worker: Option<Arc<Remote>>,
     /// Set by [`Remote::shutdown`]: no fetch starts any more.
     stopping: bool,
+    /// The memory read in progress.
+    mmio: Option<mmio::MmioRead>,
+    mmio_counters: mmio::MmioCounters,
+    /// MSI-X vectors set up per device ([`u8::MAX`] while being set up).
+    vectors: [u8; DEVICES],
+    irq_counters: irq::IrqCounters,
+    /// The bus's translation tables, for the functions' DMA.
+    dma: Option<kernel::pci_host::DmaHandle>,
+    /// Staging for one DMA read ([`dma::READ_MAX`] bytes).
+    dma_buf: KVec<u8>,
+    /// Each device's Max_Payload_Size (bytes), as its shadow says.
+    mps: [u16; DEVICES],
+    dma_counters: dma::DmaCounters,
 }
 
 /// One port's remote functions.
@@ -181,17 +198,29 @@ pub(crate) struct Remote {
     bus: Mutex<Option<RootBus<Remote>>>,
     #[pin]
     port: Mutex<Option<PortHandle>>,
+    /// Serialises memory reads; the next block of their tags.
+    #[pin]
+    mmio: Mutex<u16>,
+    /// The functions' MSI-X vectors as Linux interrupts.
+    domain: kernel::irq::Domain,
+    /// Interrupts the receive path accepted, for `irq_work` to fire.
+    pending: irq::Pending,
     #[pin]
     work: Work<Remote>,
+    #[pin]
+    irq_work: Work<Remote, 1>,
 }
 
 impl_has_work! {
     impl HasWork<Self> for Remote { self.work }
+    impl HasWork<Self, 1> for Remote { self.irq_work }
 }
 
 impl Remote {
     /// A port's remote functions, with an empty root bus in a new domain.
     pub(crate) fn new() -> Result<Arc<Self>> {
+        let domain = kernel::irq::Domain::new(irq::VECTORS)?;
+        let dma_buf = KVec::from_elem(0u8, dma::READ_MAX, GFP_KERNEL)?;
         let this = Arc::pin_init(
             pin_init!(Remote {
                 ev <- new_spinlock_bh!(Events {
@@ -205,6 +234,14 @@ impl Remote {
                     counters: Counters::default(),
                     worker: None,
                     stopping: false,
+                    mmio: None,
+                    mmio_counters: mmio::MmioCounters::default(),
+                    vectors: [0; DEVICES],
+                    irq_counters: irq::IrqCounters::default(),
+                    dma: None,
+                    dma_buf,
+                    mps: [crate::pcieoe::dma::DEFAULT_MAX_PAYLOAD as u16; DEVICES],
+                    dma_counters: dma::DmaCounters::default(),
                 }, "pcieoe_host_ev"),
                 cv <- new_condvar!("pcieoe_host_cv"),
                 shadows <- new_spinlock!(Shadows {
@@ -217,12 +254,17 @@ impl Remote {
                 online: AtomicBool::new(false),
                 bus <- new_mutex!(None),
                 port <- new_mutex!(None),
+                mmio <- new_mutex!(0),
+                domain,
+                pending: irq::Pending::new(),
                 work <- new_work!("pcieoe_host_remote"),
+                irq_work <- new_work!("pcieoe_host_irq"),
             }),
             GFP_KERNEL,
         )?;
         let bus = RootBus::new(this.clone(), WINDOW)?;
         pr_info!("PCI domain {:04x} created (empty)\n", bus.domain());
+        this.ev.lock().dma = Some(bus.dma_handle());
         *this.bus.lock() = Some(bus);
         this.ev.lock().worker = Some(this.clone());
         this.shadows.lock().worker = Some(this.clone());
@@ -250,13 +292,14 @@ impl Remote {
         let w1 = self.ev.lock().worker.take();
         let w2 = self.shadows.lock().worker.take();
         drop((w1, w2));
-        work_ext::flush(self);
+        work_ext::flush::<Self, 0>(self);
+        work_ext::flush::<Self, 1>(self);
     }
 
     fn kick(worker: Option<Arc<Remote>>) {
         if let Some(w) = worker {
             // Already queued: that run will see this change too.
-            let _ = workqueue::system().enqueue(w);
+            let _ = workqueue::system().enqueue::<Arc<Remote>, 0>(w);
         }
     }
 
@@ -367,6 +410,7 @@ impl Remote {
     /// meanwhile.
     fn reconcile(&self) -> bool {
         self.flush_writes();
+        self.refresh_mps();
         let (generation, open, epoch, desired, stopping) = {
             let ev = self.ev.lock();
             (ev.generation, ev.open, ev.epoch, ev.desired, ev.stopping)
@@ -407,6 +451,22 @@ impl Remote {
         ev.generation != generation || !self.shadows.lock().writes.is_empty()
     }
 
+    /// Copies each device's Max_Payload_Size from its shadow to where the
+    /// receive path (which cannot take `shadows`) finds it.
+    fn refresh_mps(&self) {
+        let mut mps = [crate::pcieoe::dma::DEFAULT_MAX_PAYLOAD as u16; DEVICES];
+        {
+            let sh = self.shadows.lock();
+            for (m, s) in mps.iter_mut().zip(sh.dev.iter()) {
+                if let Some(s) = s {
+                    let cfg = crate::pcieoe::dma::DmaConfig::from_config_space(REQUESTER, &s.cs);
+                    *m = u16::try_from(cfg.max_payload).unwrap_or(u16::MAX);
+                }
+            }
+        }
+        self.ev.lock().mps = mps;
+    }
+
     fn remove(&self, dev: u8, surprise: bool) {
         let domain = self.domain().unwrap_or(0);
         if let Some(bus) = self.bus.lock().as_ref() {
@@ -416,6 +476,11 @@ impl Remote {
             *slot = None;
         }
         let mut ev = self.ev.lock();
+        // Its driver freed its vectors when it was unbound; should it
+        // not have, the device's MSIs are refused from now on.
+        if let Some(n) = ev.vectors.get_mut(usize::from(dev)) {
+            *n = 0;
+        }
         ev.counters.removed += 1;
         if surprise {
             ev.counters.surprise_removals += 1;
@@ -524,13 +589,17 @@ impl Remote {
     }
 
     /// The receive path's part (softirq, under the session lock).
-    fn receive(&self, bytes: &[u8]) {
+    fn receive(&self, bytes: &[u8], out: &mut Outbox) {
         let Ok(tlp) = Tlp::decode(bytes) else {
             self.ev.lock().counters.unexpected_tlps += 1;
             pr_warn_ratelimited!("undecodable TLP from the DI dropped\n");
             return;
         };
         let mut ev = self.ev.lock();
+        if Self::mmio_receive(&mut ev, &tlp) {
+            self.cv.notify_all();
+            return;
+        }
         if let Some(f) = ev.fetching.as_mut() {
             let Fetching {
                 fetch,
@@ -581,11 +650,16 @@ impl Remote {
                 }
                 _ => ev.counters.unexpected_tlps += 1,
             },
+            Kind::MemWrite(r) if r.address == irq::MSI_ADDRESS => {
+                let worker = self.msi_receive(&mut ev, &tlp, &r);
+                drop(ev);
+                Self::kick_irqs(worker);
+            }
+            Kind::MemRead(r) => dma::receive(&mut ev, &tlp, &r, false, out),
+            Kind::MemWrite(r) => dma::receive(&mut ev, &tlp, &r, true, out),
             _ => {
-                // Requests from the DI (DMA, interrupts) come with a later
-                // stage; nothing here is mapped for them yet.
                 ev.counters.unexpected_tlps += 1;
-                pr_warn_ratelimited!("{} from the DI dropped: no DMA mappings yet\n", tlp.name());
+                pr_warn_ratelimited!("{} from the DI dropped: not served\n", tlp.name());
             }
         }
     }
@@ -646,6 +720,22 @@ impl ConfigOps for Remote {
         Self::kick(worker);
         true
     }
+
+    fn mem_read(&self, devfn: u8, bar: u8, offset: u64, buf: &mut [u8]) -> Result {
+        self.read_bar(devfn, bar, offset, buf)
+    }
+
+    fn mem_write(&self, devfn: u8, bar: u8, offset: u64, data: &[u8]) -> Result {
+        self.write_bar(devfn, bar, offset, data)
+    }
+
+    fn irq_alloc(&self, devfn: u8, count: u32) -> Result<KVec<u32>> {
+        self.alloc_vectors(devfn, count)
+    }
+
+    fn irq_free(&self, devfn: u8) {
+        self.free_vectors(devfn)
+    }
 }
 
 /// The session's TLPs and events for this port's functions.
@@ -685,8 +775,8 @@ impl Service for Link {
         Remote::kick(worker);
     }
 
-    fn tlp(&self, _peer: Mac, tlp: &[u8], _out: &mut Outbox) {
-        self.0.receive(tlp);
+    fn tlp(&self, _peer: Mac, tlp: &[u8], out: &mut Outbox) {
+        self.0.receive(tlp, out);
     }
 }
 
@@ -726,6 +816,53 @@ impl Show for PciInfo {
         writeln!(f, "cfg_write_errors: {}", c.cfg_write_errors)?;
         writeln!(f, "cfg_writes_lost: {}", writes_lost)?;
         writeln!(f, "unexpected_tlps: {}", c.unexpected_tlps)?;
+        let (m, i) = {
+            let ev = self.0.ev.lock();
+            (ev.mmio_counters, ev.irq_counters)
+        };
+        let d = self.0.ev.lock().dma_counters;
+        writeln!(f, "dma_reads: {}", d.reads)?;
+        writeln!(f, "dma_read_bytes: {}", d.read_bytes)?;
+        writeln!(f, "dma_completions: {}", d.completions)?;
+        writeln!(f, "dma_writes: {}", d.writes)?;
+        writeln!(f, "dma_write_bytes: {}", d.write_bytes)?;
+        writeln!(f, "dma_refused_reads: {}", d.refused_reads)?;
+        writeln!(f, "dma_refused_writes: {}", d.refused_writes)?;
+        if let Some(bus) = self.0.bus.lock().as_ref() {
+            for dev in (0..DEVICES as u8).filter(|&d| present & (1 << d) != 0) {
+                let s = bus.dma_stats(dev << 3);
+                writeln!(
+                    f,
+                    "iommu {:02x}.0: live {} maps {} unmaps {} map_failures {} bad_unmaps {} leaked {} \
+                     bytes_read {} bytes_written {} faults: no_device {} no_mapping {} direction {} \
+                     crosses_end {} unreachable {}",
+                    dev,
+                    s.live,
+                    s.maps,
+                    s.unmaps,
+                    s.map_failures,
+                    s.bad_unmaps,
+                    s.leaked,
+                    s.bytes_read,
+                    s.bytes_written,
+                    s.faults_no_device,
+                    s.faults_no_mapping,
+                    s.faults_direction,
+                    s.faults_crosses_end,
+                    s.faults_unreachable
+                )?;
+            }
+        }
+        writeln!(f, "msi_rx: {}", i.msi_rx)?;
+        writeln!(f, "irqs_fired: {}", i.fired)?;
+        writeln!(f, "msi_refused: {}", i.msi_refused)?;
+        writeln!(f, "mem_reads: {}", m.reads)?;
+        writeln!(f, "mem_read_bytes: {}", m.read_bytes)?;
+        writeln!(f, "mem_read_errors: {}", m.read_errors)?;
+        writeln!(f, "mem_read_timeouts: {}", m.read_timeouts)?;
+        writeln!(f, "mem_writes: {}", m.writes)?;
+        writeln!(f, "mem_write_bytes: {}", m.write_bytes)?;
+        writeln!(f, "mem_write_tlps: {}", m.write_tlps)?;
         Ok(())
     }
 }
@@ -741,6 +878,23 @@ impl Show for CfgRtt {
             Some((ok, lost, min, mean, max)) => writeln!(
                 f,
                 "reads: {ok}\ntimeouts: {lost}\nmin_ns: {min}\nmean_ns: {mean}\nmax_ns: {max}"
+            ),
+            None => writeln!(f, "no remote function (or no session)"),
+        }
+    }
+}
+
+/// `/sys/kernel/debug/pcieoe_host/<ifname>/mmio_rtt`: reading it times 100
+/// memory reads of BAR 0's first register of the first remote function,
+/// one after the other, across the fabric.
+pub(crate) struct MmioRtt(pub(crate) Arc<Remote>);
+
+impl Show for MmioRtt {
+    fn show(&self, f: &mut SeqFile<'_>) -> fmt::Result {
+        match self.0.mmio_rtt(100) {
+            Some((ok, bad, min, mean, max)) => writeln!(
+                f,
+                "reads: {ok}\nfailed: {bad}\nmin_ns: {min}\nmean_ns: {mean}\nmax_ns: {max}"
             ),
             None => writeln!(f, "no remote function (or no session)"),
         }
