@@ -45,7 +45,15 @@
 //! * `shadows` (spinlock): the configuration accessors (any process
 //!   context, possibly with interrupts disabled) and the worker; never
 //!   taken in a softirq or with `ev` held.
-//! * `bus`, `port` (mutexes): process context only.
+//! * `bus`, `port`, `mmio` (mutexes): process context only. Order:
+//!   `mmio`, then `port`, then `shadows` or `ev` (one at a time).
+//! * The IOMMU's tables (interrupt-disabling spinlocks, in the kernel
+//!   crate) are taken under `ev` by the receive path; nothing is taken
+//!   under them.
+//! * Work items (the worker, the interrupt work) are queued with `ev` or
+//!   `shadows` held, the locks under which [`Remote::shutdown`] takes
+//!   them away: once it has, nothing can queue them, and it waits for
+//!   those queued before.
 //!
 //! The worker is the only one that adds or removes devices.
 
@@ -61,7 +69,7 @@ use kernel::{
     pr_warn_ratelimited,
     prelude::*,
     spinlock_bh::SpinLockBh,
-    sync::{Arc, CondVar, Mutex, SpinLock},
+    sync::{Arc, CondVar, CondVarTimeoutResult, Mutex, SpinLock},
     time::{msecs_to_jiffies, Ktime},
     work_ext,
     workqueue::{self, Work, WorkItem},
@@ -112,7 +120,8 @@ struct Shadow {
 /// What the configuration accessors and the worker share.
 struct Shadows {
     dev: [Option<Shadow>; DEVICES],
-    /// CfgWr0 TLPs waiting for the worker, each after its 2-byte length.
+    /// CfgWr0 TLPs waiting for the worker ([`queue_tlp`] records: the
+    /// shadow's epoch, 4 bytes, then the TLP).
     writes: KVec<u8>,
     next_write_tag: u16,
     /// Writes that could not be queued (no memory).
@@ -146,6 +155,8 @@ struct Counters {
     removed: u64,
     surprise_removals: u64,
     cfg_writes_tx: u64,
+    /// Writes queued in a session that ended before they were sent.
+    cfg_writes_stale: u64,
     cfg_write_errors: u64,
     unexpected_tlps: u64,
 }
@@ -296,6 +307,9 @@ impl Remote {
         work_ext::flush::<Self, 1>(self);
     }
 
+    /// Queues the worker. Callers hold the lock that guards `worker` (`ev`
+    /// or `shadows`), so that [`Remote::shutdown`], which takes it under
+    /// that lock and then waits for the work, cannot miss a late one.
     fn kick(worker: Option<Arc<Remote>>) {
         if let Some(w) = worker {
             // Already queued: that run will see this change too.
@@ -303,26 +317,44 @@ impl Remote {
         }
     }
 
-    /// Sends the queued configuration writes, in order.
+    /// Sends the queued configuration writes, in order, ahead of anything
+    /// sent after this returns (memory requests call it first: a BAR
+    /// access must not overtake the write that enabled the BAR). Writes
+    /// queued in another session than the open one are dropped: their
+    /// device is gone or about to be fetched anew.
     fn flush_writes(&self) {
+        // The port first: two flushers send their batches in the order
+        // they took them.
+        let port = self.port.lock();
         let writes = core::mem::take(&mut self.shadows.lock().writes);
         if writes.is_empty() {
             return;
         }
-        let port = self.port.lock();
+        let (open, epoch) = {
+            let ev = self.ev.lock();
+            (ev.open, ev.epoch)
+        };
         let mut rest = &writes[..];
-        let mut sent = 0u64;
-        while let Some((tlp, tail)) = first_tlp(rest) {
+        let (mut sent, mut stale) = (0u64, 0u64);
+        while let Some((record, tail)) = first_tlp(rest) {
+            rest = tail;
+            let Some((e, tlp)) = record.split_first_chunk::<4>() else {
+                continue;
+            };
+            if !open || u32::from_ne_bytes(*e) != epoch {
+                stale += 1;
+                continue;
+            }
             if let Some(port) = port.as_ref() {
                 if port.send(tlp).is_ok() {
                     sent += 1;
                 }
             }
-            rest = tail;
         }
         drop(port);
         let mut ev = self.ev.lock();
         ev.counters.cfg_writes_tx = ev.counters.cfg_writes_tx.saturating_add(sent);
+        ev.counters.cfg_writes_stale = ev.counters.cfg_writes_stale.saturating_add(stale);
     }
 
     /// Fetches device `dev`'s shadow in session `epoch`; `None` when it is
@@ -447,8 +479,10 @@ impl Remote {
                 self.add(dev, cs, epoch);
             }
         }
-        let ev = self.ev.lock();
-        ev.generation != generation || !self.shadows.lock().writes.is_empty()
+        // Not `shadows` under `ev`: a softirq taking `ev` could interrupt a
+        // holder of `shadows` on another CPU (see "Contexts and locks").
+        let changed = self.ev.lock().generation != generation;
+        changed || !self.shadows.lock().writes.is_empty()
     }
 
     /// Copies each device's Max_Payload_Size from its shadow to where the
@@ -559,9 +593,15 @@ impl Remote {
         let mut ev = self.ev.lock();
         let deadline = start + u64::from(PROBE_WAIT_MS) * 1_000_000;
         while ev.probe.is_some_and(|p| p.answered.is_none()) && now_ns() < deadline {
-            let _ = self
+            if let CondVarTimeoutResult::Signal { .. } = self
                 .cv
-                .wait_interruptible_timeout(&mut ev, msecs_to_jiffies(10));
+                .wait_interruptible_timeout(&mut ev, msecs_to_jiffies(10))
+            {
+                // A pending signal ends every wait at once: sleep instead.
+                drop(ev);
+                kernel::delay::msleep(1);
+                ev = self.ev.lock();
+            }
         }
         let answered = ev.probe.take().and_then(|p| p.answered);
         drop(ev);
@@ -640,9 +680,7 @@ impl Remote {
                     ev.counters.presence_rx += 1;
                     ev.desired = devices;
                     ev.generation += 1;
-                    let worker = ev.worker.clone();
-                    drop(ev);
-                    Self::kick(worker);
+                    Self::kick(ev.worker.clone());
                 }
                 Some(Err(e)) => {
                     ev.counters.unexpected_tlps += 1;
@@ -652,7 +690,6 @@ impl Remote {
             },
             Kind::MemWrite(r) if r.address == irq::MSI_ADDRESS => {
                 let worker = self.msi_receive(&mut ev, &tlp, &r);
-                drop(ev);
                 Self::kick_irqs(worker);
             }
             Kind::MemRead(r) => dma::receive(&mut ev, &tlp, &r, false, out),
@@ -695,6 +732,7 @@ impl ConfigOps for Remote {
         if shadow.cs.write(offset, size, value).is_err() {
             return true;
         }
+        let shadow_epoch = shadow.epoch;
         let Some(be) = tlp::access_byte_enables(u64::from(offset), size) else {
             return true;
         };
@@ -705,19 +743,19 @@ impl ConfigOps for Remote {
         } else {
             tag + 1
         };
-        let mut buf = [0u8; TLP_BUF];
+        let mut buf = [0u8; 4 + TLP_BUF];
+        let (e, tlp_buf) = buf.split_at_mut(4);
+        e.copy_from_slice(&shadow_epoch.to_ne_bytes());
         let emitted = Tag::new(tag).and_then(|t| {
             Tlp::cfg_write(REQUESTER, t, bdf(dev), offset / 4, be, &data)
-                .emit(&mut buf)
+                .emit(tlp_buf)
                 .ok()
         });
-        let queued = emitted.and_then(|n| queue_tlp(&mut sh.writes, buf.get(..n)?).ok());
+        let queued = emitted.and_then(|n| queue_tlp(&mut sh.writes, buf.get(..4 + n)?).ok());
         if queued.is_none() {
             sh.writes_lost += 1;
         }
-        let worker = sh.worker.clone();
-        drop(sh);
-        Self::kick(worker);
+        Self::kick(sh.worker.clone());
         true
     }
 
@@ -770,9 +808,7 @@ impl Service for Link {
         ev.desired = 0;
         ev.generation += 1;
         self.0.cv.notify_all();
-        let worker = ev.worker.clone();
-        drop(ev);
-        Remote::kick(worker);
+        Remote::kick(ev.worker.clone());
     }
 
     fn tlp(&self, _peer: Mac, tlp: &[u8], out: &mut Outbox) {
@@ -813,6 +849,7 @@ impl Show for PciInfo {
         writeln!(f, "removed: {}", c.removed)?;
         writeln!(f, "surprise_removals: {}", c.surprise_removals)?;
         writeln!(f, "cfg_writes_tx: {}", c.cfg_writes_tx)?;
+        writeln!(f, "cfg_writes_stale: {}", c.cfg_writes_stale)?;
         writeln!(f, "cfg_write_errors: {}", c.cfg_write_errors)?;
         writeln!(f, "cfg_writes_lost: {}", writes_lost)?;
         writeln!(f, "unexpected_tlps: {}", c.unexpected_tlps)?;

@@ -163,13 +163,15 @@ impl Remote {
         if devfn & 7 != 0 {
             return;
         }
-        let had = self
-            .ev
-            .lock()
-            .vectors
-            .get_mut(usize::from(dev))
-            .map(core::mem::take)
-            .unwrap_or(0);
+        let had = {
+            let mut ev = self.ev.lock();
+            match ev.vectors.get_mut(usize::from(dev)) {
+                // Being set up by `alloc_vectors`, which cleans up itself.
+                Some(n) if *n == u8::MAX => return,
+                Some(n) => core::mem::take(n),
+                None => 0,
+            }
+        };
         if had == 0 {
             return;
         }
@@ -252,7 +254,7 @@ impl Remote {
             while bits != 0 {
                 let b = bits.trailing_zeros();
                 bits &= bits - 1;
-                if self.domain.fire(i as u32 * 64 + b) {
+                if self.domain.fire_from_task(i as u32 * 64 + b) {
                     fired += 1;
                 }
             }
@@ -260,7 +262,8 @@ impl Remote {
         self.ev.lock().irq_counters.fired += fired;
     }
 
-    /// Queues the work item that fires pending interrupts.
+    /// Queues the work item that fires pending interrupts. The caller holds
+    /// `ev` (see [`Remote::kick`]).
     pub(super) fn kick_irqs(worker: Option<Arc<Remote>>) {
         if let Some(w) = worker {
             // Already queued: that run fires this one too.

@@ -30,7 +30,7 @@
 //! nor loses TLPs to a failed allocation.
 
 use kernel::{
-    error::code::{EINTR, EINVAL, EIO, ENODEV},
+    error::code::{EINVAL, EIO, ENODEV},
     pr_warn_ratelimited,
     prelude::*,
     sync::CondVarTimeoutResult,
@@ -141,6 +141,7 @@ impl Remote {
     /// [`kernel::pci_host::ConfigOps::mem_read`].
     pub(super) fn read_bar(&self, devfn: u8, bar: u8, offset: u64, buf: &mut [u8]) -> Result {
         let addr = self.bar_address(devfn, bar, offset, buf.len())?;
+        self.flush_writes();
         let mut block = self.mmio.lock();
         let mut done = 0usize;
         while done < buf.len() {
@@ -204,12 +205,15 @@ impl Remote {
             if now_ns() >= deadline {
                 break Err(etimedout());
             }
-            match self
+            if let CondVarTimeoutResult::Signal { .. } = self
                 .cv
                 .wait_interruptible_timeout(&mut ev, msecs_to_jiffies(10))
             {
-                CondVarTimeoutResult::Signal { .. } => break Err(EINTR),
-                _ => continue,
+                // A register read is not interruptible (its MRd is out):
+                // with a signal pending every wait ends at once, so sleep.
+                drop(ev);
+                kernel::delay::msleep(1);
+                ev = self.ev.lock();
             }
         };
         let m = ev.mmio.take();
@@ -238,6 +242,7 @@ impl Remote {
     /// [`kernel::pci_host::ConfigOps::mem_write`].
     pub(super) fn write_bar(&self, devfn: u8, bar: u8, offset: u64, data: &[u8]) -> Result {
         let addr = self.bar_address(devfn, bar, offset, data.len())?;
+        self.flush_writes();
         let cfg = DmaConfig {
             requester: REQUESTER,
             max_payload: WRITE_PAYLOAD,
@@ -267,7 +272,8 @@ impl Remote {
                     .cv
                     .wait_interruptible_timeout(&mut ev, msecs_to_jiffies(1))
                 {
-                    return Err(EINTR);
+                    drop(ev);
+                    kernel::delay::msleep(1);
                 }
             }
         };

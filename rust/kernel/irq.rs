@@ -44,12 +44,15 @@
 //! ```
 
 use crate::{
-    alloc::{flags::GFP_KERNEL, KVec},
+    alloc::{flags::GFP_KERNEL, KBox, KVec},
     error::{code::*, from_err_ptr, to_result, Result},
+    init::InPlaceInit,
+    new_mutex,
     str::CString,
-    sync::Arc,
+    sync::{Arc, Mutex},
 };
 use core::{
+    pin::Pin,
     ptr::NonNull,
     sync::atomic::{AtomicU32, Ordering},
 };
@@ -103,10 +106,12 @@ unsafe extern "C" fn domain_map(
 ///
 /// `ptr` is a domain created by `irq_domain_instantiate()` with
 /// `DOMAIN_OPS` and `virqs.len()` interrupts, removed only in `drop`.
-/// `virqs[hw]` is the Linux interrupt mapped for `hw`, or 0.
+/// `virqs[hw]` is the Linux interrupt mapped for `hw`, or 0; it changes
+/// only under `mapping`, together with the mapping itself.
 pub struct Domain {
     ptr: NonNull<bindings::irq_domain>,
     virqs: KVec<AtomicU32>,
+    mapping: Pin<KBox<Mutex<()>>>,
 }
 
 // SAFETY: The irq core serialises mapping and disposal internally
@@ -137,6 +142,7 @@ impl Domain {
         info.size = size;
         info.hwirq_max = size as bindings::irq_hw_number_t;
         info.ops = &DOMAIN_OPS.0;
+        let mapping = KBox::pin_init(new_mutex!(()), GFP_KERNEL)?;
         // SAFETY: `info` is valid for the call; the core copies what it
         // keeps, except `ops`, which is static.
         let ptr = from_err_ptr(unsafe { bindings::irq_domain_instantiate(&info) })?;
@@ -144,6 +150,7 @@ impl Domain {
         Ok(Self {
             ptr: NonNull::new(ptr).ok_or(ENOMEM)?,
             virqs,
+            mapping,
         })
     }
 
@@ -155,6 +162,7 @@ impl Domain {
     /// `EINVAL` for a number outside the domain, `ENOMEM`.
     pub fn map(&self, hw: u32) -> Result<u32> {
         let slot = self.virqs.get(hw as usize).ok_or(EINVAL)?;
+        let _guard = self.mapping.lock();
         // SAFETY: `ptr` is a live domain (type invariants); `hw` is below
         // its size. Process context, as documented.
         let virq = unsafe {
@@ -177,6 +185,7 @@ impl Domain {
         let Some(slot) = self.virqs.get(hw as usize) else {
             return;
         };
+        let _guard = self.mapping.lock();
         let virq = slot.swap(0, Ordering::AcqRel);
         if virq != 0 {
             // SAFETY: `virq` was mapped in this domain by `map` and is
@@ -202,6 +211,22 @@ impl Domain {
         // SAFETY: `ptr` is a live domain; the function saves and restores
         // the interrupt state itself, so it may be called in any context.
         unsafe { bindings::generic_handle_domain_irq_safe(self.ptr.as_ptr(), hw) == 0 }
+    }
+
+    /// As [`Domain::fire`], from a task (a work item, a kernel thread):
+    /// bottom halves are disabled around the handlers, as on return from
+    /// a hardware interrupt, so that a softirq a handler raises (NAPI, a
+    /// tasklet) runs when they are enabled again instead of waiting for
+    /// the next interrupt. Process context with interrupts enabled.
+    pub fn fire_from_task(&self, hw: u32) -> bool {
+        // SAFETY: Process context with interrupts enabled (documented
+        // requirement), where bottom halves may be disabled and enabled.
+        unsafe { bindings::local_bh_disable() };
+        let fired = self.fire(hw);
+        // SAFETY: Disabled just above, on this CPU (preemption is off
+        // meanwhile, so we did not move).
+        unsafe { bindings::local_bh_enable() };
+        fired
     }
 }
 

@@ -249,6 +249,10 @@ struct Host {
     live: AtomicBool,
     /// Root-bus slots that are scanned in (bit `devfn >> 3`).
     slots: AtomicU32,
+    /// Per root-bus slot, bumped when its functions are removed: an
+    /// [`Mmio`] or [`Vectors`] made before fails from then on, instead of
+    /// reaching a function that is added there later.
+    slot_gen: [AtomicU32; 32],
     /// [`Mmio`] calls in progress (they may sleep, so RCU alone cannot
     /// cover them).
     mem_users: AtomicU32,
@@ -514,6 +518,7 @@ impl<T: ConfigOps> RootBus<T> {
                 busn: Opaque::uninit(),
                 live: AtomicBool::new(true),
                 slots: AtomicU32::new(0),
+                slot_gen: [const { AtomicU32::new(0) }; 32],
                 mem_users: AtomicU32::new(0),
                 ops: UnsafeCell::new(Some(erased)),
                 iommu,
@@ -785,9 +790,13 @@ impl<T: ConfigOps> RootBus<T> {
                 bindings::pci_dev_put(dev);
             }
         }
-        // The drivers are unbound: what is still mapped leaked.
+        // The drivers are unbound: what is still mapped leaked, and
+        // handles they kept are stale.
         for f in 0..8u8 {
             self.host().iommu.remove(slot | f);
+        }
+        if let Some(g) = self.host().slot_gen.get(usize::from(slot >> 3)) {
+            g.fetch_add(1, Ordering::AcqRel);
         }
         self.host()
             .slots

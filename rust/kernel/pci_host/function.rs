@@ -35,11 +35,13 @@ use core::{ptr::NonNull, sync::atomic::Ordering};
 ///
 /// `pdev` is a `pci_dev` on the root bus of a `RootBus`, with a reference
 /// that `Mmio` owns; `host` is the `Host` of that bus (allocated at least
-/// as long as the device is); `devfn` is the device's.
+/// as long as the device is); `devfn` is the device's; `gen` is the
+/// generation of its slot when the handle was made.
 pub struct Mmio {
     pdev: NonNull<bindings::pci_dev>,
     host: NonNull<Host>,
     devfn: u8,
+    gen: u32,
 }
 
 // SAFETY: The device reference may be put from any thread; `Host` is
@@ -69,14 +71,21 @@ impl Mmio {
         // with the `sysdata` of a `Host`, which stays allocated until its
         // bridge is released, after every device on the bus.
         let host = unsafe { crate::container_of!(sysdata, Host, sysdata) }.cast_mut();
+        let host = NonNull::new(host)?;
+        // SAFETY: `host` is allocated (see above).
+        let gen = unsafe { host.as_ref() }
+            .slot_gen
+            .get(usize::from(devfn >> 3))?
+            .load(Ordering::Acquire);
         // SAFETY: `pdev` is live; the new reference is ours, put in `drop`.
         let pdev = unsafe { bindings::pci_dev_get(pdev) };
         // INVARIANT: See above; our reference keeps `pdev`, hence its bus
         // and the bridge, hence `host`, allocated.
         Some(Self {
             pdev: NonNull::new(pdev)?,
-            host: NonNull::new(host)?,
+            host,
             devfn,
+            gen,
         })
     }
 
@@ -86,10 +95,18 @@ impl Mmio {
     }
 
     /// Calls `f` with the bus's [`ConfigOps`] and the function's `devfn`,
-    /// if the bus is live; counted in `mem_users` so that dropping the
+    /// if the bus is live and the function was not removed since the
+    /// handle was made; counted in `mem_users` so that dropping the
     /// [`RootBus`](super::RootBus) waits for it.
     fn with_ops<R>(&self, f: impl FnOnce(&dyn ConfigOps, u8) -> Result<R>) -> Result<R> {
         let host = self.host();
+        let current = host
+            .slot_gen
+            .get(usize::from(self.devfn >> 3))
+            .map(|g| g.load(Ordering::Acquire));
+        if current != Some(self.gen) {
+            return Err(ENODEV);
+        }
         let ops = {
             let _rcu = RcuGuard::new();
             if !host.live.load(Ordering::Acquire) {
@@ -162,6 +179,7 @@ impl Clone for Mmio {
             pdev: self.pdev,
             host: self.host,
             devfn: self.devfn,
+            gen: self.gen,
         }
     }
 }
