@@ -172,6 +172,9 @@ struct Events {
     generation: u64,
     fetching: Option<Fetching>,
     probe: Option<Probe>,
+    /// Configuration writes sent and not completed: bit `tag - 128` of
+    /// [`WRITE_TAGS`].
+    writes_out: u64,
     counters: Counters,
     /// The worker, while the port is up (queued by the receive path).
     worker: Option<Arc<Remote>>,
@@ -242,6 +245,7 @@ impl Remote {
                     generation: 0,
                     fetching: None,
                     probe: None,
+                    writes_out: 0,
                     counters: Counters::default(),
                     worker: None,
                     stopping: false,
@@ -330,8 +334,25 @@ impl Remote {
         if writes.is_empty() {
             return;
         }
+        // The tags go out before their completions can come back.
+        let mut tags = 0u64;
+        let mut rest = &writes[..];
+        while let Some((record, tail)) = first_tlp(rest) {
+            rest = tail;
+            let tlp = record.get(4..).unwrap_or(&[]);
+            if let Ok(Tlp {
+                kind: Kind::CfgWrite(c),
+                ..
+            }) = Tlp::decode(tlp)
+            {
+                if let Some(k) = c.tag.get().checked_sub(*WRITE_TAGS.start()) {
+                    tags |= 1u64.checked_shl(u32::from(k)).unwrap_or(0);
+                }
+            }
+        }
         let (open, epoch) = {
-            let ev = self.ev.lock();
+            let mut ev = self.ev.lock();
+            ev.writes_out |= tags;
             (ev.open, ev.epoch)
         };
         let mut rest = &writes[..];
@@ -656,6 +677,17 @@ impl Remote {
             Kind::Completion(c) => {
                 let tag = c.tag.get();
                 if WRITE_TAGS.contains(&tag) {
+                    let bit = 1u64 << (tag - WRITE_TAGS.start());
+                    if ev.writes_out & bit == 0 {
+                        ev.counters.unexpected_tlps += 1;
+                        pr_warn_ratelimited!(
+                            "completion with tag {} from {}: no configuration write outstanding\n",
+                            tag,
+                            c.completer
+                        );
+                        return;
+                    }
+                    ev.writes_out &= !bit;
                     if c.status != CompletionStatus::Success {
                         ev.counters.cfg_write_errors += 1;
                         pr_warn_ratelimited!(
@@ -792,6 +824,7 @@ impl Service for Link {
     fn opened(&self, peer: Mac, epoch: u32, _out: &mut Outbox) {
         let mut ev = self.0.ev.lock();
         ev.open = true;
+        ev.writes_out = 0;
         ev.epoch = epoch;
         ev.peer = Some(peer);
         ev.desired = 0;

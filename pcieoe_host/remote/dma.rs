@@ -170,8 +170,14 @@ fn write_runs(
     r: &MemRequest,
     payload: &[u8],
 ) -> bool {
-    let mut i = 0;
     let n = payload.len();
+    if !(0..n).any(|i| enabled(r, i)) {
+        // A zero-length write (no byte enabled) changes nothing, but it is
+        // still a request: only a function the host has may make it, at an
+        // address it may write.
+        return handle.dma_write(devfn, r.address, &[]).is_ok();
+    }
+    let mut i = 0;
     while i < n {
         if !enabled(r, i) {
             i += 1;
