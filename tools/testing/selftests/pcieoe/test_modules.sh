@@ -13,6 +13,7 @@ declare -A ko_path=(
 	[pcieoe_dev]=pcieoe_dev/pcieoe_dev.ko
 	[pcieoe_vnic]=vnic/pcieoe_vnic.ko
 	[pcieoe_vhba]=vhba/pcieoe_vhba.ko
+	[pcieoe_test]=pcieoe_test/pcieoe_test.ko
 )
 # Modules with the Ethertype parameter.
 with_ethertype="pcieoe_host pcieoe_dev"
@@ -60,7 +61,7 @@ refused() {
 }
 
 dmesg_mark
-for m in pcieoe_host pcieoe_dev pcieoe_vnic pcieoe_vhba; do
+for m in pcieoe_host pcieoe_dev pcieoe_vnic pcieoe_vhba pcieoe_test; do
 	f=$(ko "${ko_path[$m]}")
 	check "$m: modinfo license, description, vermagic, parameters" modinfo_ok "$m"
 	check "$m: insmod" insmod "$f"
