@@ -34,7 +34,7 @@ test: setup
 	cargo test --workspace
 
 vm-test:
-	@scripts/vm -- tools/testing/selftests/pcieoe/run.sh
+	@scripts/vm -t 1800 -- tools/testing/selftests/pcieoe/run.sh
 
 clean:
 	@if [ -e "$${PCIEOE_CACHE:-$$HOME/.cache/pcieoe}/kernel/current" ]; then \

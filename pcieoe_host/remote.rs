@@ -110,6 +110,35 @@ fn bdf(dev: u8) -> Bdf {
     Bdf::new(0, dev, 0).unwrap_or(REQUESTER)
 }
 
+/// Round trips timed one after the other (the `*_rtt` debugfs files).
+#[derive(Clone, Copy, Default)]
+struct Timings {
+    ok: u16,
+    failed: u16,
+    min: u64,
+    sum: u64,
+    max: u64,
+}
+
+impl Timings {
+    /// Counts one attempt: its time in ns if it succeeded.
+    fn add(&mut self, ns: Option<u64>) {
+        match ns {
+            Some(t) => {
+                self.min = if self.ok == 0 { t } else { self.min.min(t) };
+                self.max = self.max.max(t);
+                self.sum = self.sum.saturating_add(t);
+                self.ok += 1;
+            }
+            None => self.failed += 1,
+        }
+    }
+
+    fn mean(&self) -> u64 {
+        self.sum.checked_div(u64::from(self.ok)).unwrap_or(0)
+    }
+}
+
 /// One remote function's shadow.
 struct Shadow {
     cs: KBox<ConfigSpace>,
@@ -630,23 +659,15 @@ impl Remote {
     }
 
     /// Times `n` configuration reads (one at a time) of the first remote
-    /// function's register 0: (answered, timed out, min, mean, max ns).
-    fn probe_rtt(&self, n: u16) -> Option<(u16, u16, u64, u64, u64)> {
+    /// function's register 0.
+    fn probe_rtt(&self, n: u16) -> Option<Timings> {
         let dev = self.first_device(true)?;
-        let (mut ok, mut lost, mut min, mut sum, mut max) = (0u16, 0u16, u64::MAX, 0u64, 0u64);
+        let mut t = Timings::default();
         for i in 0..n {
             let (answered, rtt) = self.probe(dev, PROBE_TAG_BASE + (i % 64))?;
-            if answered == Some(CompletionStatus::Success) {
-                ok += 1;
-                min = min.min(rtt);
-                max = max.max(rtt);
-                sum += rtt;
-            } else {
-                lost += 1;
-            }
+            t.add((answered == Some(CompletionStatus::Success)).then_some(rtt));
         }
-        let mean = if ok > 0 { sum / u64::from(ok) } else { 0 };
-        Some((ok, lost, if ok > 0 { min } else { 0 }, mean, max))
+        Some(t)
     }
 
     /// The receive path's part (softirq, under the session lock).
@@ -945,9 +966,14 @@ pub(crate) struct CfgRtt(pub(crate) Arc<Remote>);
 impl Show for CfgRtt {
     fn show(&self, f: &mut SeqFile<'_>) -> fmt::Result {
         match self.0.probe_rtt(100) {
-            Some((ok, lost, min, mean, max)) => writeln!(
+            Some(t) => writeln!(
                 f,
-                "reads: {ok}\ntimeouts: {lost}\nmin_ns: {min}\nmean_ns: {mean}\nmax_ns: {max}"
+                "reads: {}\ntimeouts: {}\nmin_ns: {}\nmean_ns: {}\nmax_ns: {}",
+                t.ok,
+                t.failed,
+                t.min,
+                t.mean(),
+                t.max
             ),
             None => writeln!(f, "no remote function (or no session)"),
         }
@@ -962,9 +988,14 @@ pub(crate) struct MmioRtt(pub(crate) Arc<Remote>);
 impl Show for MmioRtt {
     fn show(&self, f: &mut SeqFile<'_>) -> fmt::Result {
         match self.0.mmio_rtt(100) {
-            Some((ok, bad, min, mean, max)) => writeln!(
+            Some(t) => writeln!(
                 f,
-                "reads: {ok}\nfailed: {bad}\nmin_ns: {min}\nmean_ns: {mean}\nmax_ns: {max}"
+                "reads: {}\nfailed: {}\nmin_ns: {}\nmean_ns: {}\nmax_ns: {}",
+                t.ok,
+                t.failed,
+                t.min,
+                t.mean(),
+                t.max
             ),
             None => writeln!(f, "no remote function (or no session)"),
         }

@@ -37,7 +37,7 @@ use kernel::{
     time::msecs_to_jiffies,
 };
 
-use super::{now_ns, Events, Remote, REQUESTER};
+use super::{now_ns, Events, Remote, Timings, REQUESTER};
 use crate::pcieoe::{
     cfgspace::ConfigSpace,
     dma::{self, DmaConfig, DmaRead, DmaState, DmaWrite},
@@ -288,24 +288,16 @@ impl Remote {
     }
 
     /// Times `n` reads of register 0 of BAR 0 of the first remote function,
-    /// one after the other: (answered, failed, min, mean, max ns).
-    pub(super) fn mmio_rtt(&self, n: u16) -> Option<(u16, u16, u64, u64, u64)> {
+    /// one after the other.
+    pub(super) fn mmio_rtt(&self, n: u16) -> Option<Timings> {
         let dev = self.first_device(true)?;
-        let (mut ok, mut bad, mut min, mut sum, mut max) = (0u16, 0u16, u64::MAX, 0u64, 0u64);
+        let mut t = Timings::default();
         let mut b = [0u8; 4];
         for _ in 0..n {
             let start = now_ns();
-            if self.read_bar(dev << 3, 0, 0, &mut b).is_ok() {
-                let t = now_ns().saturating_sub(start);
-                ok += 1;
-                min = min.min(t);
-                max = max.max(t);
-                sum += t;
-            } else {
-                bad += 1;
-            }
+            let ok = self.read_bar(dev << 3, 0, 0, &mut b).is_ok();
+            t.add(ok.then(|| now_ns().saturating_sub(start)));
         }
-        let mean = if ok > 0 { sum / u64::from(ok) } else { 0 };
-        Some((ok, bad, if ok > 0 { min } else { 0 }, mean, max))
+        Some(t)
     }
 }

@@ -59,3 +59,24 @@ dmesg_clean() {
 	fi
 	dmesg_mark
 }
+
+# kv FILE KEY: the value after "KEY:" in a debugfs counters file.
+kv() { awk -v k="$2:" '$1 == k { print $2 }' "$1" 2>/dev/null; }
+
+# wait_until SECONDS COMMAND...: poll COMMAND every 100 ms until it
+# succeeds; after SECONDS, run it once more for its output and status.
+wait_until() {
+	local limit=$1 i
+	shift
+	for ((i = 0; i < limit * 10; i++)); do
+		"$@" >/dev/null 2>&1 && return 0
+		sleep 0.1
+	done
+	"$@"
+}
+
+# loaded MODULE: the module is loaded.
+loaded() { [[ -d /sys/module/$1 ]]; }
+
+# add_veth A B: a veth pair A-B, both up.
+add_veth() { ip link add "$1" type veth peer name "$2" && ip link set "$1" up && ip link set "$2" up; }

@@ -16,8 +16,6 @@ DEV_KO=$(ko pcieoe_dev/pcieoe_dev.ko)
 CFG=/sys/kernel/config/pcieoe_dev
 HOST=02:00:00:00:00:01
 
-loaded() { [[ -d /sys/module/$1 ]]; }
-
 cleanup() {
 	find "$CFG/hosts" -mindepth 3 -maxdepth 3 -type l -delete 2>/dev/null
 	rmdir "$CFG"/hosts/* "$CFG"/functions/* 2>/dev/null

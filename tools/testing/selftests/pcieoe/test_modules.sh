@@ -36,8 +36,6 @@ modinfo_ok() {
 	fi
 }
 
-loaded() { [[ -d /sys/module/$1 ]]; }
-
 log_has() { dmesg_new | grep -q "$1" || { echo "no '$1' in the kernel log:"; dmesg_new | tail -n 5; return 1; }; }
 
 param_is() {

@@ -31,20 +31,6 @@ NS=pcieoe-netdev-test
 DEAD_TIMEOUT_S=1
 WAIT_S=10
 
-kv() { awk -v k="$2:" '$1 == k { print $2 }' "$1" 2>/dev/null; }
-
-wait_until() {
-	local limit=$1 i
-	shift
-	for ((i = 0; i < limit * 10; i++)); do
-		"$@" >/dev/null 2>&1 && return 0
-		sleep 0.1
-	done
-	"$@"
-}
-
-loaded() { [[ -d /sys/module/$1 ]]; }
-
 log_has() { dmesg_new | grep -qE "$1" || { echo "no '$1' in the kernel log:"; dmesg_new | tail -n 8; return 1; }; }
 
 cleanup() {

@@ -47,20 +47,6 @@ NETEM="loss 2% duplicate 1% reorder 25% delay 1ms"
 # FunctionKind::bars), as lspci prints their sizes.
 BAR_SIZES=(512 512 1K 16K 128K 1M)
 
-kv() { awk -v k="$2:" '$1 == k { print $2 }' "$1" 2>/dev/null; }
-
-wait_until() {
-	local limit=$1 i
-	shift
-	for ((i = 0; i < limit * 10; i++)); do
-		"$@" >/dev/null 2>&1 && return 0
-		sleep 0.1
-	done
-	"$@"
-}
-
-loaded() { [[ -d /sys/module/$1 ]]; }
-
 log_has() { dmesg_new | grep -qF -- "$1" || { echo "no '$1' in the kernel log:"; dmesg_new | tail -n 8; return 1; }; }
 
 # write_fails ERROR FILE VALUE: writing VALUE to FILE fails with the error
@@ -103,9 +89,6 @@ cleanup() {
 	true
 }
 trap cleanup EXIT
-
-# add_veth A B: a veth pair A-B, both up.
-add_veth() { ip link add "$1" type veth peer name "$2" && ip link set "$1" up && ip link set "$2" up; }
 
 # port_on TREE IFNAME: configfs port IFNAME of TREE created and enabled.
 port_on() { mkdir "$1/ports/$2" && echo 1 >"$1/ports/$2/enable"; }

@@ -29,18 +29,6 @@ tmp=$(mktemp -d)
 OUT=$tmp/rogue.out
 pid=
 
-kv() { awk -v k="$2:" '$1 == k { print $2 }' "$1" 2>/dev/null; }
-
-wait_until() {
-	local limit=$1 i
-	shift
-	for ((i = 0; i < limit * 10; i++)); do
-		"$@" >/dev/null 2>&1 && return 0
-		sleep 0.1
-	done
-	"$@"
-}
-
 cleanup() {
 	exec 3>&- 2>/dev/null
 	[[ -n $pid ]] && kill "$pid" 2>/dev/null

@@ -27,20 +27,6 @@ HOST_STATS=$(stats pcieoe_host vethH)
 DEV_STATS=$(stats pcieoe_dev vethD)
 
 # kv FILE KEY: the value of "KEY: value" in a stats file.
-kv() { awk -v k="$2:" '$1 == k { print $2 }' "$1" 2>/dev/null; }
-
-# wait_until SECONDS COMMAND...: poll COMMAND every 100 ms until it succeeds.
-wait_until() {
-	local limit=$1 i
-	shift
-	for ((i = 0; i < limit * 10; i++)); do
-		"$@" >/dev/null 2>&1 && return 0
-		sleep 0.1
-	done
-	"$@"
-}
-
-loaded() { [[ -d /sys/module/$1 ]]; }
 
 cleanup() {
 	loaded pcieoe_host && rmmod pcieoe_host

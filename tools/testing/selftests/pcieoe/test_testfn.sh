@@ -44,20 +44,6 @@ SIZES=(1 2 3 4 5 7 8 15 16 63 64 65 255 256 257 1023 1024 4095 4096 4097 65536 1
 # The test function's BARs (rust/pcieoe/src/testfn.rs: BAR0_LEN, BAR_SIZES).
 BARS="512 512 1024 16384 131072 1048576"
 
-kv() { awk -v k="$2:" '$1 == k { print $2 }' "$1" 2>/dev/null; }
-
-wait_until() {
-	local limit=$1 i
-	shift
-	for ((i = 0; i < limit * 10; i++)); do
-		"$@" >/dev/null 2>&1 && return 0
-		sleep 0.1
-	done
-	"$@"
-}
-
-loaded() { [[ -d /sys/module/$1 ]]; }
-
 # Removes everything, in an order that works from any state (see
 # test_pci.sh); also run between the passes.
 cleanup() {
@@ -73,7 +59,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-add_veth() { ip link add "$1" type veth peer name "$2" && ip link set "$1" up && ip link set "$2" up; }
 stats() { echo "$DBG/$1/$2/stats"; }
 epoch() { kv "$(stats pcieoe_host "$1")" epoch; }
 
