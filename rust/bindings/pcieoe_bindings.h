@@ -31,3 +31,6 @@ int pci_hp_add_bridge(struct pci_dev *dev);
 #include <linux/dma-map-ops.h>
 #include <linux/scatterlist.h>
 #include <linux/dma-mapping.h>
+#include <linux/etherdevice.h>
+#include <linux/ethtool.h>
+#include <linux/rtnetlink.h>
