@@ -40,3 +40,8 @@ pub mod qos;
 pub mod session;
 pub mod testfn;
 pub mod tlp;
+pub mod vnic;
+// The vNIC's register layout lives with both halves of the vNIC, in
+// `vnic/`; the engine's `vnic` module and the host driver include it.
+#[path = "../../../vnic/layout.rs"]
+pub mod vnic_layout;
