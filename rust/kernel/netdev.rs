@@ -146,7 +146,7 @@ impl NetDevice {
         Ok(unsafe { ARef::from_raw(ptr) })
     }
 
-    fn as_raw(&self) -> *mut bindings::net_device {
+    pub(crate) fn as_raw(&self) -> *mut bindings::net_device {
         self.0.get()
     }
 

@@ -1,0 +1,45 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Helpers for rust/kernel/rx_handler.rs: reads of sk_buff and net_device
+ * fields that are bitfields, sit in anonymous unions or need
+ * rcu_dereference(), which bindgen cannot express.
+ */
+
+#include <linux/if_packet.h>
+#include <linux/if_vlan.h>
+#include <linux/netdevice.h>
+#include <linux/rcupdate.h>
+#include <linux/skbuff.h>
+
+/* The rx_handler_data of the device that received @skb (caller: rx_handler). */
+void *rust_helper_pcieoe_skb_rx_handler_data(const struct sk_buff *skb)
+{
+	return rcu_dereference(skb->dev->rx_handler_data);
+}
+
+/* Looped back by dev_loopback_xmit(): no link-layer header to read. */
+bool rust_helper_pcieoe_skb_is_looped_back(const struct sk_buff *skb)
+{
+	return skb->pkt_type == PACKET_LOOPBACK;
+}
+
+/* Caller holds RTNL, under which reg_state leaves NETREG_REGISTERED. */
+bool rust_helper_pcieoe_netdev_is_registered(const struct net_device *dev)
+{
+	return dev->reg_state == NETREG_REGISTERED;
+}
+
+/*
+ * The VLAN tag held out of band (skb->vlan_proto, skb->vlan_tci: put there
+ * by the hardware or by skb_vlan_untag() before the rx_handler runs), in
+ * host byte order; false when there is none.
+ */
+bool rust_helper_pcieoe_skb_vlan_tag(const struct sk_buff *skb, u16 *proto,
+				     u16 *tci)
+{
+	if (!skb_vlan_tag_present(skb))
+		return false;
+	*proto = ntohs(skb->vlan_proto);
+	*tci = skb_vlan_tag_get(skb);
+	return true;
+}
