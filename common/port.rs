@@ -415,12 +415,14 @@ impl PacketHandler for Rx {
     }
 }
 
-/// A [`Service`]'s way to send from process context.
+/// A [`Service`]'s way to send from outside the receive path: process
+/// or softirq context, never with the session lock held (it takes it).
+#[derive(Clone)]
 pub(crate) struct PortHandle(Arc<PortTimer>);
 
 impl PortHandle {
     /// Queues `tlp` on the session and sends what the session allows now.
-    /// Process context (takes the session lock).
+    /// Process or softirq context (takes the session lock).
     ///
     /// # Errors
     ///

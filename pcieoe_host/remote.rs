@@ -47,6 +47,9 @@
 //!   taken in a softirq or with `ev` held.
 //! * `bus`, `port`, `mmio` (mutexes): process context only. Order:
 //!   `mmio`, then `port`, then `shadows` or `ev` (one at a time).
+//! * `port_tx` (bottom-half spinlock): the non-sleeping memory writes
+//!   ([`Remote::post_bar`]); the session lock is taken under it, `ev`
+//!   before or after it, never around it.
 //! * The IOMMU's tables (interrupt-disabling spinlocks, in the kernel
 //!   crate) are taken under `ev` by the receive path; nothing is taken
 //!   under them.
@@ -139,6 +142,9 @@ impl Timings {
     }
 }
 
+/// Per device, per BAR: `[bus address, size]`.
+type BarCache = [[[u64; 2]; 6]; DEVICES];
+
 /// One remote function's shadow.
 struct Shadow {
     cs: KBox<ConfigSpace>,
@@ -221,6 +227,10 @@ struct Events {
     dma_buf: KVec<u8>,
     /// Each device's Max_Payload_Size (bytes), as its shadow says.
     mps: [u16; DEVICES],
+    /// Each device's memory BARs (`[bus address, size]`, size 0 for none),
+    /// as its shadow says, for the memory path that cannot take `shadows`
+    /// ([`Remote::post_bar`]). Boxed: `Events` is built on the stack.
+    bars: KBox<BarCache>,
     dma_counters: dma::DmaCounters,
 }
 
@@ -241,6 +251,9 @@ pub(crate) struct Remote {
     bus: Mutex<Option<RootBus<Remote>>>,
     #[pin]
     port: Mutex<Option<PortHandle>>,
+    /// The same port, for [`Remote::post_bar`], which must not sleep.
+    #[pin]
+    port_tx: SpinLockBh<Option<PortHandle>>,
     /// Serialises memory reads; the next block of their tags.
     #[pin]
     mmio: Mutex<u16>,
@@ -264,6 +277,7 @@ impl Remote {
     pub(crate) fn new() -> Result<Arc<Self>> {
         let domain = kernel::irq::Domain::new(irq::VECTORS)?;
         let dma_buf = KVec::from_elem(0u8, dma::READ_MAX, GFP_KERNEL)?;
+        let bars = KBox::init(kernel::init::zeroed(), GFP_KERNEL)?;
         let this = Arc::pin_init(
             pin_init!(Remote {
                 ev <- new_spinlock_bh!(Events {
@@ -285,6 +299,7 @@ impl Remote {
                     dma: None,
                     dma_buf,
                     mps: [crate::pcieoe::dma::DEFAULT_MAX_PAYLOAD as u16; DEVICES],
+                    bars,
                     dma_counters: dma::DmaCounters::default(),
                 }, "pcieoe_host_ev"),
                 cv <- new_condvar!("pcieoe_host_cv"),
@@ -298,6 +313,7 @@ impl Remote {
                 online: AtomicBool::new(false),
                 bus <- new_mutex!(None),
                 port <- new_mutex!(None),
+                port_tx <- new_spinlock_bh!(None, "pcieoe_host_port_tx"),
                 mmio <- new_mutex!(0),
                 domain,
                 pending: irq::Pending::new(),
@@ -492,7 +508,7 @@ impl Remote {
     /// meanwhile.
     fn reconcile(&self) -> bool {
         self.flush_writes();
-        self.refresh_mps();
+        self.refresh_cache();
         let (generation, open, epoch, desired, stopping) = {
             let ev = self.ev.lock();
             (ev.generation, ev.open, ev.epoch, ev.desired, ev.stopping)
@@ -535,20 +551,31 @@ impl Remote {
         changed || !self.shadows.lock().writes.is_empty()
     }
 
-    /// Copies each device's Max_Payload_Size from its shadow to where the
-    /// receive path (which cannot take `shadows`) finds it.
-    fn refresh_mps(&self) {
+    /// Copies each device's Max_Payload_Size and BARs from its shadow to
+    /// where the receive path and [`Remote::post_bar`] (which cannot take
+    /// `shadows`) find them.
+    fn refresh_cache(&self) {
         let mut mps = [crate::pcieoe::dma::DEFAULT_MAX_PAYLOAD as u16; DEVICES];
+        let mut bars: KBox<BarCache> = match KBox::init(kernel::init::zeroed(), GFP_KERNEL) {
+            Ok(b) => b,
+            // Keep the old cache; the next pass tries again.
+            Err(_) => return,
+        };
         {
             let sh = self.shadows.lock();
-            for (m, s) in mps.iter_mut().zip(sh.dev.iter()) {
+            for ((m, b), s) in mps.iter_mut().zip(bars.iter_mut()).zip(sh.dev.iter()) {
                 if let Some(s) = s {
                     let cfg = crate::pcieoe::dma::DmaConfig::from_config_space(REQUESTER, &s.cs);
                     *m = u16::try_from(cfg.max_payload).unwrap_or(u16::MAX);
+                    for (i, w) in (0u8..).zip(b.iter_mut()) {
+                        *w = mmio::bar_window(&s.cs, i).map_or([0, 0], |(a, n)| [a, n]);
+                    }
                 }
             }
         }
-        self.ev.lock().mps = mps;
+        let mut ev = self.ev.lock();
+        ev.mps = mps;
+        ev.bars = bars;
     }
 
     fn remove(&self, dev: u8, surprise: bool) {
@@ -820,6 +847,10 @@ impl ConfigOps for Remote {
         self.write_bar(devfn, bar, offset, data)
     }
 
+    fn mem_post(&self, devfn: u8, bar: u8, offset: u64, data: &[u8]) -> Result {
+        self.post_bar(devfn, bar, offset, data)
+    }
+
     fn irq_alloc(&self, devfn: u8, count: u32) -> Result<KVec<u32>> {
         self.alloc_vectors(devfn, count)
     }
@@ -834,12 +865,14 @@ pub(crate) struct Link(pub(crate) Arc<Remote>);
 
 impl Service for Link {
     fn attach(&self, port: PortHandle) {
+        *self.0.port_tx.lock() = Some(port.clone());
         *self.0.port.lock() = Some(port);
     }
 
     fn detach(&self) {
         let port = self.0.port.lock().take();
-        drop(port);
+        let port_tx = self.0.port_tx.lock().take();
+        drop((port, port_tx));
     }
 
     fn opened(&self, peer: Mac, epoch: u32, _out: &mut Outbox) {
@@ -954,6 +987,8 @@ impl Show for PciInfo {
         writeln!(f, "mem_writes: {}", m.writes)?;
         writeln!(f, "mem_write_bytes: {}", m.write_bytes)?;
         writeln!(f, "mem_write_tlps: {}", m.write_tlps)?;
+        writeln!(f, "mem_posts: {}", m.posts)?;
+        writeln!(f, "mem_posts_backlogged: {}", m.posts_backlogged)?;
         Ok(())
     }
 }

@@ -30,7 +30,7 @@
 //! nor loses TLPs to a failed allocation.
 
 use kernel::{
-    error::code::{EINVAL, EIO, ENODEV},
+    error::code::{EAGAIN, EINVAL, EIO, ENODEV},
     pr_warn_ratelimited,
     prelude::*,
     sync::CondVarTimeoutResult,
@@ -83,12 +83,17 @@ pub(super) struct MmioCounters {
     pub(super) writes: u64,
     pub(super) write_bytes: u64,
     pub(super) write_tlps: u64,
+    /// Writes made by [`Remote::post_bar`] (their bytes and TLPs count
+    /// with the others).
+    pub(super) posts: u64,
+    /// Posts refused with `EAGAIN`: the link was backlogged.
+    pub(super) posts_backlogged: u64,
 }
 
 /// Bus address and size of memory BAR `bar` as the shadow holds it: the
 /// register and its write mask (the size, as the PCI core found it).
 /// `None` for an I/O or unused BAR, or the upper half of a 64-bit one.
-fn bar_window(cs: &ConfigSpace, bar: u8) -> Option<(u64, u64)> {
+pub(super) fn bar_window(cs: &ConfigSpace, bar: u8) -> Option<(u64, u64)> {
     if bar > 5 {
         return None;
     }
@@ -282,6 +287,73 @@ impl Remote {
         c.write_tlps += tlps;
         if outcome.is_ok() {
             c.writes += 1;
+            c.write_bytes += data.len() as u64;
+        }
+        outcome
+    }
+
+    /// [`kernel::pci_host::ConfigOps::mem_post`]: as [`Remote::write_bar`],
+    /// without sleeping. The BAR comes from the cache the worker keeps
+    /// (`Events::bars`), since `shadows` cannot be taken here; writes of
+    /// the configuration space still queued for the worker are not sent
+    /// first (a driver posts on its data path, long after set-up).
+    pub(super) fn post_bar(&self, devfn: u8, bar: u8, offset: u64, data: &[u8]) -> Result {
+        let dev = usize::from(devfn >> 3);
+        if devfn & 7 != 0 {
+            return Err(ENODEV);
+        }
+        let addr = {
+            let ev = self.ev.lock();
+            if ev.stopping || !ev.open {
+                return Err(ENODEV);
+            }
+            let [base, size] = *ev
+                .bars
+                .get(dev)
+                .ok_or(ENODEV)?
+                .get(usize::from(bar))
+                .ok_or(EINVAL)?;
+            if size == 0 {
+                return Err(EINVAL);
+            }
+            let end = offset.checked_add(data.len() as u64).ok_or(EINVAL)?;
+            if data.is_empty() || end > size {
+                return Err(EINVAL);
+            }
+            base.checked_add(offset).ok_or(EINVAL)?
+        };
+        let cfg = DmaConfig {
+            requester: REQUESTER,
+            max_payload: WRITE_PAYLOAD,
+            ..DmaConfig::new(REQUESTER)
+        };
+        let mut write = DmaWrite::new(&cfg, addr, data.len()).map_err(|_| EINVAL)?;
+        let mut buf = [0u8; tlp::HEADER_4DW + WRITE_PAYLOAD];
+        let mut tlps = 0u64;
+        let guard = self.port_tx.lock();
+        let port = guard.as_ref().ok_or(ENODEV)?;
+        if port.backlog() > BACKLOG {
+            drop(guard);
+            self.ev.lock().mmio_counters.posts_backlogged += 1;
+            return Err(EAGAIN);
+        }
+        let outcome = loop {
+            let n = match write.next_tlp(data, &mut buf) {
+                None => break Ok(()),
+                Some(Ok(n)) => n,
+                Some(Err(_)) => break Err(EINVAL),
+            };
+            if port.send(buf.get(..n).unwrap_or(&[])).is_err() {
+                break Err(ENODEV);
+            }
+            tlps += 1;
+        };
+        drop(guard);
+        let mut ev = self.ev.lock();
+        let c = &mut ev.mmio_counters;
+        c.write_tlps += tlps;
+        if outcome.is_ok() {
+            c.posts += 1;
             c.write_bytes += data.len() as u64;
         }
         outcome

@@ -190,6 +190,21 @@ pub trait ConfigOps: Send + Sync + 'static {
         Err(ENODEV)
     }
 
+    /// Writes `data` at `offset` into BAR `bar` of function `devfn`, like
+    /// [`ConfigOps::mem_write`] but never sleeping: for a driver's data
+    /// path (a doorbell from `ndo_start_xmit`, a queue refill from NAPI).
+    /// Any context but hard interrupts or interrupts disabled.
+    ///
+    /// The default has no memory space: `ENODEV`.
+    ///
+    /// # Errors
+    ///
+    /// `EAGAIN` when the link is backlogged (nothing was sent: retry
+    /// later, e.g. when the device says it made room), `ENODEV`, `EINVAL`.
+    fn mem_post(&self, _devfn: u8, _bar: u8, _offset: u64, _data: &[u8]) -> Result {
+        Err(ENODEV)
+    }
+
     /// Sets up `count` MSI-X vectors of function `devfn` on the root bus
     /// and returns their Linux interrupt numbers, for its driver (see
     /// [`Vectors`]). Process context; may sleep.

@@ -17,6 +17,7 @@
 //!
 //! Both handles hold a reference to the `pci_dev`, which keeps the bus
 //! data allocated; calls fail with `ENODEV` once the bus is going away.
+//! [`Mmio::post`] is the one call that never sleeps.
 //! A driver drops them in its `remove` callback.
 
 use super::{ConfigOps, Host, RcuGuard, PCI_OPS};
@@ -29,7 +30,7 @@ use core::{ptr::NonNull, sync::atomic::Ordering};
 
 /// The memory space (BARs) of a function on a [`RootBus`](super::RootBus).
 ///
-/// All calls are process context and may sleep.
+/// All calls but [`Mmio::post`] are process context and may sleep.
 ///
 /// # Invariants
 ///
@@ -166,6 +167,17 @@ impl Mmio {
     /// As [`Mmio::write`].
     pub fn write32(&self, bar: u8, offset: u64, value: u32) -> Result {
         self.write(bar, offset, &value.to_le_bytes())
+    }
+
+    /// Writes `data` at `offset` into BAR `bar` (posted) without sleeping:
+    /// any context but hard interrupts or interrupts disabled. All of
+    /// `data` is sent, or none of it.
+    ///
+    /// # Errors
+    ///
+    /// As [`ConfigOps::mem_post`]: `EAGAIN` when the link is backlogged.
+    pub fn post(&self, bar: u8, offset: u64, data: &[u8]) -> Result {
+        self.with_ops(|ops, devfn| ops.mem_post(devfn, bar, offset, data))
     }
 }
 
