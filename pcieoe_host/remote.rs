@@ -140,6 +140,22 @@ impl Timings {
     fn mean(&self) -> u64 {
         self.sum.checked_div(u64::from(self.ok)).unwrap_or(0)
     }
+
+    /// Writes a `*_rtt` file: the counts (the failures under `failed`),
+    /// then min, mean and max in ns; `None` means nothing to time.
+    fn show(t: Option<Timings>, failed: &str, f: &mut SeqFile<'_>) -> fmt::Result {
+        let Some(t) = t else {
+            return writeln!(f, "no remote function (or no session)");
+        };
+        writeln!(f, "reads: {}\n{}: {}", t.ok, failed, t.failed)?;
+        writeln!(
+            f,
+            "min_ns: {}\nmean_ns: {}\nmax_ns: {}",
+            t.min,
+            t.mean(),
+            t.max
+        )
+    }
 }
 
 /// Per device, per BAR: `[bus address, size]`.
@@ -1000,18 +1016,7 @@ pub(crate) struct CfgRtt(pub(crate) Arc<Remote>);
 
 impl Show for CfgRtt {
     fn show(&self, f: &mut SeqFile<'_>) -> fmt::Result {
-        match self.0.probe_rtt(100) {
-            Some(t) => writeln!(
-                f,
-                "reads: {}\ntimeouts: {}\nmin_ns: {}\nmean_ns: {}\nmax_ns: {}",
-                t.ok,
-                t.failed,
-                t.min,
-                t.mean(),
-                t.max
-            ),
-            None => writeln!(f, "no remote function (or no session)"),
-        }
+        Timings::show(self.0.probe_rtt(100), "timeouts", f)
     }
 }
 
@@ -1022,18 +1027,7 @@ pub(crate) struct MmioRtt(pub(crate) Arc<Remote>);
 
 impl Show for MmioRtt {
     fn show(&self, f: &mut SeqFile<'_>) -> fmt::Result {
-        match self.0.mmio_rtt(100) {
-            Some(t) => writeln!(
-                f,
-                "reads: {}\nfailed: {}\nmin_ns: {}\nmean_ns: {}\nmax_ns: {}",
-                t.ok,
-                t.failed,
-                t.min,
-                t.mean(),
-                t.max
-            ),
-            None => writeln!(f, "no remote function (or no session)"),
-        }
+        Timings::show(self.0.mmio_rtt(100), "failed", f)
     }
 }
 
