@@ -43,7 +43,7 @@ use crate::pcieoe::{
     dma::{self, DmaConfig, DmaRead, DmaState, DmaWrite},
     tlp::{self, Tlp},
 };
-use crate::port::queue_tlp;
+use crate::port::{queue_tlp, PortHandle};
 
 /// A read waits this long for its completions. Under loss, go-back-N
 /// replays take tens of milliseconds; a lost DI takes the session's
@@ -121,6 +121,40 @@ pub(super) fn bar_window(cs: &ConfigSpace, bar: u8) -> Option<(u64, u64)> {
         (low & !0xf, 0xffff_ffff_0000_0000 | low_mask)
     };
     Some((base, (!mask).wrapping_add(1)))
+}
+
+/// Sends `data` to bus address `addr` as MWr TLPs of at most
+/// [`WRITE_PAYLOAD`] bytes, never across 4 KiB, calling `after_each` after
+/// each (the sleeping path waits there); returns the outcome and how many
+/// TLPs went out.
+fn send_writes(
+    port: &PortHandle,
+    addr: u64,
+    data: &[u8],
+    mut after_each: impl FnMut(&PortHandle),
+) -> (Result, u64) {
+    let cfg = DmaConfig {
+        requester: REQUESTER,
+        max_payload: WRITE_PAYLOAD,
+        ..DmaConfig::new(REQUESTER)
+    };
+    let Ok(mut write) = DmaWrite::new(&cfg, addr, data.len()) else {
+        return (Err(EINVAL), 0);
+    };
+    let mut buf = [0u8; tlp::HEADER_4DW + WRITE_PAYLOAD];
+    let mut tlps = 0u64;
+    loop {
+        let n = match write.next_tlp(data, &mut buf) {
+            None => return (Ok(()), tlps),
+            Some(Ok(n)) => n,
+            Some(Err(_)) => return (Err(EINVAL), tlps),
+        };
+        if port.send(buf.get(..n).unwrap_or(&[])).is_err() {
+            return (Err(ENODEV), tlps);
+        }
+        tlps += 1;
+        after_each(port);
+    }
 }
 
 impl Remote {
@@ -248,26 +282,9 @@ impl Remote {
     pub(super) fn write_bar(&self, devfn: u8, bar: u8, offset: u64, data: &[u8]) -> Result {
         let addr = self.bar_address(devfn, bar, offset, data.len())?;
         self.flush_writes();
-        let cfg = DmaConfig {
-            requester: REQUESTER,
-            max_payload: WRITE_PAYLOAD,
-            ..DmaConfig::new(REQUESTER)
-        };
-        let mut write = DmaWrite::new(&cfg, addr, data.len()).map_err(|_| EINVAL)?;
-        let mut buf = [0u8; tlp::HEADER_4DW + WRITE_PAYLOAD];
-        let mut tlps = 0u64;
         let port = self.port.lock();
         let port = port.as_ref().ok_or(ENODEV)?;
-        let outcome = loop {
-            let n = match write.next_tlp(data, &mut buf) {
-                None => break Ok(()),
-                Some(Ok(n)) => n,
-                Some(Err(_)) => break Err(EINVAL),
-            };
-            if port.send(buf.get(..n).unwrap_or(&[])).is_err() {
-                break Err(ENODEV);
-            }
-            tlps += 1;
+        let (outcome, tlps) = send_writes(port, addr, data, |port| {
             while port.backlog() > BACKLOG {
                 let mut ev = self.ev.lock();
                 if ev.stopping || !ev.open {
@@ -281,15 +298,24 @@ impl Remote {
                     kernel::delay::msleep(1);
                 }
             }
-        };
+        });
+        self.count_write(tlps, outcome.is_ok().then_some(data.len()), false);
+        outcome
+    }
+
+    /// Counts a write of `tlps` TLPs that moved `bytes` (`None`: failed).
+    fn count_write(&self, tlps: u64, bytes: Option<usize>, posted: bool) {
         let mut ev = self.ev.lock();
         let c = &mut ev.mmio_counters;
         c.write_tlps += tlps;
-        if outcome.is_ok() {
-            c.writes += 1;
-            c.write_bytes += data.len() as u64;
+        if let Some(n) = bytes {
+            if posted {
+                c.posts += 1;
+            } else {
+                c.writes += 1;
+            }
+            c.write_bytes += n as u64;
         }
-        outcome
     }
 
     /// [`kernel::pci_host::ConfigOps::mem_post`]: as [`Remote::write_bar`],
@@ -322,14 +348,6 @@ impl Remote {
             }
             base.checked_add(offset).ok_or(EINVAL)?
         };
-        let cfg = DmaConfig {
-            requester: REQUESTER,
-            max_payload: WRITE_PAYLOAD,
-            ..DmaConfig::new(REQUESTER)
-        };
-        let mut write = DmaWrite::new(&cfg, addr, data.len()).map_err(|_| EINVAL)?;
-        let mut buf = [0u8; tlp::HEADER_4DW + WRITE_PAYLOAD];
-        let mut tlps = 0u64;
         let guard = self.port_tx.lock();
         let port = guard.as_ref().ok_or(ENODEV)?;
         if port.backlog() > BACKLOG {
@@ -337,25 +355,9 @@ impl Remote {
             self.ev.lock().mmio_counters.posts_backlogged += 1;
             return Err(EAGAIN);
         }
-        let outcome = loop {
-            let n = match write.next_tlp(data, &mut buf) {
-                None => break Ok(()),
-                Some(Ok(n)) => n,
-                Some(Err(_)) => break Err(EINVAL),
-            };
-            if port.send(buf.get(..n).unwrap_or(&[])).is_err() {
-                break Err(ENODEV);
-            }
-            tlps += 1;
-        };
+        let (outcome, tlps) = send_writes(port, addr, data, |_| {});
         drop(guard);
-        let mut ev = self.ev.lock();
-        let c = &mut ev.mmio_counters;
-        c.write_tlps += tlps;
-        if outcome.is_ok() {
-            c.posts += 1;
-            c.write_bytes += data.len() as u64;
-        }
+        self.count_write(tlps, outcome.is_ok().then_some(data.len()), true);
         outcome
     }
 
