@@ -12,12 +12,14 @@
 use core::{any::Any, fmt, fmt::Write};
 
 use crate::fabric::Fabric;
+use crate::pcieoe::vnic_layout::{MAX_QUEUES, MTU_LIMIT, MTU_MIN};
 
 use kernel::{
     c_str,
     configfs::{self, Attr, ChildSpec, GroupSpec, Item, Page},
     fmt as kfmt,
     kvec_ext::VecExt,
+    netdev::NetDevice,
     new_mutex,
     prelude::*,
     str::{CStr, CString},
@@ -79,6 +81,62 @@ pub(crate) struct Function {
     /// The IDs were written (else they follow the type's defaults).
     vendor_set: bool,
     device_set: bool,
+    /// The vNIC settings (kept, but unused, for the other types).
+    pub(crate) vnic: VnicParams,
+}
+
+/// A vNIC's settings: `uplink`, `mac`, `mtu` and `queues`
+/// (Documentation/vnic.rst).
+#[derive(Clone, Copy)]
+pub(crate) struct VnicParams {
+    /// The uplink's interface name, NUL-padded; empty until written.
+    pub(crate) uplink: [u8; 16],
+    /// The vNIC's MAC address.
+    pub(crate) mac: Mac,
+    /// The largest MTU its host may set.
+    pub(crate) mtu: u32,
+    /// Queue pairs.
+    pub(crate) queues: u32,
+}
+
+impl VnicParams {
+    /// The defaults: no uplink, a random locally administered MAC, MTU
+    /// 1500, one queue pair.
+    fn new() -> Self {
+        let r = kernel::random::u32().to_le_bytes();
+        let s = kernel::random::u32().to_le_bytes();
+        VnicParams {
+            uplink: [0; 16],
+            // Locally administered (bit 1), unicast (bit 0 clear).
+            mac: Mac([0x02, r[0], r[1], r[2], r[3], s[0]]),
+            mtu: 1500,
+            queues: 1,
+        }
+    }
+
+    /// The uplink's name, if written.
+    pub(crate) fn uplink(&self) -> Option<&str> {
+        let len = self.uplink.iter().position(|&b| b == 0).unwrap_or(16);
+        core::str::from_utf8(self.uplink.get(..len)?)
+            .ok()
+            .filter(|s| !s.is_empty())
+    }
+}
+
+/// A valid interface name (as `dev_valid_name()` says): 1 to 15 bytes, not
+/// `.` or `..`, without `/`, `:` or white space.
+fn parse_ifname(s: &str) -> Option<[u8; 16]> {
+    let ok = (1..16).contains(&s.len())
+        && s != "."
+        && s != ".."
+        && s.bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'/' && b != b':');
+    if !ok {
+        return None;
+    }
+    let mut name = [0u8; 16];
+    name.get_mut(..s.len())?.copy_from_slice(s.as_bytes());
+    Some(name)
 }
 
 /// A host's Ethernet address, the name of its directory.
@@ -185,6 +243,10 @@ fn text(value: &[u8]) -> Option<&str> {
     core::str::from_utf8(value).ok()
 }
 
+const VNIC_MTU_MIN: u32 = MTU_MIN;
+const VNIC_MTU_MAX: u32 = MTU_LIMIT;
+const VNIC_QUEUES_MAX: u32 = MAX_QUEUES as u32;
+
 /// Strict hex: an optional `0x`, then one to four hex digits.
 fn parse_id(s: &str) -> Option<u16> {
     let digits = s
@@ -201,8 +263,12 @@ const ATTR_TYPE: usize = 0;
 const ATTR_VENDOR_ID: usize = 1;
 const ATTR_DEVICE_ID: usize = 2;
 const ATTR_ENABLE: usize = 3;
+const ATTR_UPLINK: usize = 4;
+const ATTR_MAC: usize = 5;
+const ATTR_MTU: usize = 6;
+const ATTR_QUEUES: usize = 7;
 
-static FUNCTION_ATTRS: [Attr; 4] = [
+static FUNCTION_ATTRS: [Attr; 8] = [
     Attr {
         name: c_str!("type"),
         writable: true,
@@ -217,6 +283,22 @@ static FUNCTION_ATTRS: [Attr; 4] = [
     },
     Attr {
         name: c_str!("enable"),
+        writable: true,
+    },
+    Attr {
+        name: c_str!("uplink"),
+        writable: true,
+    },
+    Attr {
+        name: c_str!("mac"),
+        writable: true,
+    },
+    Attr {
+        name: c_str!("mtu"),
+        writable: true,
+    },
+    Attr {
+        name: c_str!("queues"),
         writable: true,
     },
 ];
@@ -256,6 +338,9 @@ impl FunctionItem {
                 "1" => true,
                 _ => return Err(bad()),
             };
+            if enable && !f.enabled && f.ty == FunctionType::Vnic {
+                check_uplink(&self.name, &f.vnic)?;
+            }
             if enable != f.enabled {
                 f.enabled = enable;
                 pr_info!(
@@ -299,6 +384,29 @@ impl FunctionItem {
                 f.device_id = parse_id(s).ok_or_else(bad)?;
                 f.device_set = true;
             }
+            ATTR_UPLINK => f.vnic.uplink = parse_ifname(s).ok_or_else(bad)?,
+            ATTR_MAC => {
+                let mac = Mac::parse(s).ok_or_else(bad)?;
+                // A multicast or all-zero address cannot be a station's.
+                if mac.0[0] & 1 != 0 || mac.0 == [0; 6] {
+                    return Err(bad());
+                }
+                f.vnic.mac = mac;
+            }
+            ATTR_MTU => {
+                f.vnic.mtu = s
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|m| (VNIC_MTU_MIN..=VNIC_MTU_MAX).contains(m))
+                    .ok_or_else(bad)?;
+            }
+            ATTR_QUEUES => {
+                f.vnic.queues = s
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|q| (1..=VNIC_QUEUES_MAX).contains(q))
+                    .ok_or_else(bad)?;
+            }
             _ => return Err(EINVAL),
         }
         Ok(false)
@@ -314,6 +422,10 @@ impl Item for FunctionItem {
             ATTR_VENDOR_ID => writeln!(page, "0x{:04x}", f.vendor_id),
             ATTR_DEVICE_ID => writeln!(page, "0x{:04x}", f.device_id),
             ATTR_ENABLE => writeln!(page, "{}", u8::from(f.enabled)),
+            ATTR_UPLINK => writeln!(page, "{}", f.vnic.uplink().unwrap_or("")),
+            ATTR_MAC => writeln!(page, "{}", f.vnic.mac),
+            ATTR_MTU => writeln!(page, "{}", f.vnic.mtu),
+            ATTR_QUEUES => writeln!(page, "{}", f.vnic.queues),
             _ => return Err(EINVAL),
         };
         r.map_err(|_| EFBIG)
@@ -327,6 +439,23 @@ impl Item for FunctionItem {
         }
         Ok(())
     }
+}
+
+/// A vNIC may be enabled once its uplink is named and exists.
+fn check_uplink(name: &CStr, p: &VnicParams) -> Result {
+    let Some(uplink) = p.uplink() else {
+        pr_warn!(
+            "function {}: a vnic needs its uplink set before enable\n",
+            name
+        );
+        return Err(EINVAL);
+    };
+    let ifname = CString::try_from_fmt(kfmt!("{}", uplink))?;
+    if NetDevice::get_by_name(&ifname).is_err() {
+        pr_warn!("function {}: uplink {} does not exist\n", name, uplink);
+        return Err(ENODEV);
+    }
+    Ok(())
 }
 
 /// `functions/`: `mkdir` creates a disabled test function.
@@ -350,6 +479,7 @@ impl configfs::Group for FunctionsDir {
             enabled: false,
             vendor_set: false,
             device_set: false,
+            vnic: VnicParams::new(),
         };
         self.cfg.model.lock().functions.push(function, GFP_KERNEL)?;
         pr_info!("function {} created\n", name);

@@ -60,12 +60,15 @@ use kernel::{
     hrtimer::{Timer, TimerHandler},
     impl_has_work,
     kvec_ext::VecExt,
+    netdev::NetDevice,
     new_mutex, new_spinlock_bh, new_work, pr_warn_ratelimited,
     prelude::*,
+    rx_handler::RxAction,
     spinlock_bh::SpinLockBh,
     str::CString,
     sync::{Arc, Mutex},
     time::Ktime,
+    types::ARef,
     work_ext,
     workqueue::{self, Work, WorkItem},
 };
@@ -77,9 +80,12 @@ use crate::pcieoe::{
     frame::Mac,
     function::{self, FunctionKind, Identity},
     tlp::{Bdf, CompletionStatus, Kind, MemRequest, Tlp},
+    vnic::{self, RxVerdict},
 };
 use crate::port::{first_tlp, queue_tlp, MacFmt, Outbox, PortHandle, Service};
 use crate::testfn::TestState;
+use crate::uplink::Uplink;
+use crate::vnic::VnicState;
 
 /// Largest TLP the DI emits (a completion with one DW, or a Masks chunk).
 const TLP_BUF: usize = 512;
@@ -90,8 +96,10 @@ struct Served {
     host: Mac,
     dev: u8,
     cs: KBox<ConfigSpace>,
-    /// The behaviour of a `test` function (none for the other types yet).
+    /// The behaviour of a `test` function.
     test: Option<KBox<TestState>>,
+    /// The behaviour of a `vnic` function.
+    vnic: Option<KBox<VnicState>>,
 }
 
 /// Counters of the configuration path.
@@ -116,14 +124,89 @@ struct Counters {
     malformed: u64,
     /// Describe requests answered.
     describes: u64,
+    /// vNIC frames the uplink refused or that had no uplink.
+    uplink_dropped: u64,
 }
 
 struct State {
     served: KVec<Served>,
     counters: Counters,
-    /// The timeout timer is armed (for the earliest deadline there was
-    /// when it was armed; later ones are never earlier).
-    timer_armed: bool,
+    /// When the timer is armed for, if it is.
+    timer_at: Option<u64>,
+}
+
+/// Frames for the uplinks, sent once the state lock is released, and
+/// whether other vNICs received frames (their host must be sent them).
+#[derive(Default)]
+struct Bridged {
+    frames: KVec<(ARef<NetDevice>, KVec<u8>)>,
+    lost: u64,
+    kick: bool,
+}
+
+impl Bridged {
+    /// Sends the frames; returns how many were lost on the way.
+    fn send(self) -> u64 {
+        let mut lost = self.lost;
+        for (dev, frame) in self.frames.iter() {
+            if dev.transmit(frame).is_err() {
+                lost += 1;
+            }
+        }
+        lost
+    }
+}
+
+/// Hands the frames vNIC `i` transmitted to the other vNICs on its uplink
+/// and to the uplink. Under `state`.
+fn bridge(served: &mut [Served], i: usize, out: &mut Bridged) {
+    let mut queue = KVec::new();
+    let Some(v) = served.get_mut(i).and_then(|s| s.vnic.as_mut()) else {
+        return;
+    };
+    let mut lost = 0;
+    v.drain_tx(&mut |f: &[u8]| {
+        if queue_tlp(&mut queue, f).is_err() {
+            lost += 1;
+        }
+    });
+    out.lost += lost;
+    let uplink = v.uplink.clone();
+    let mut rest = &queue[..];
+    while let Some((frame, tail)) = first_tlp(rest) {
+        rest = tail;
+        let mut dst = [0u8; 6];
+        if let Some(d) = frame.get(..6) {
+            dst.copy_from_slice(d);
+        }
+        let unicast = dst[0] & 1 == 0;
+        let mut local = false;
+        for (j, s) in served.iter_mut().enumerate() {
+            let Some(other) = s.vnic.as_mut() else {
+                continue;
+            };
+            let same = uplink.as_deref().is_some_and(|u| other.is_on(u));
+            if j == i || !same || (unicast && other.mac() != dst) {
+                continue;
+            }
+            local |= unicast;
+            if matches!(other.rx_frame(frame), RxVerdict::Queued(_)) {
+                other.bridged += 1;
+                out.kick = true;
+            }
+        }
+        if local {
+            continue;
+        }
+        let copy = uplink.as_ref().and_then(|u| {
+            let mut f = KVec::new();
+            f.extend_from_slice(frame, GFP_ATOMIC).ok()?;
+            out.frames.push((u.clone(), f), GFP_ATOMIC).ok()
+        });
+        if copy.is_none() {
+            out.lost += 1;
+        }
+    }
 }
 
 /// The function `host` sees as device `dev`.
@@ -160,6 +243,10 @@ pub(crate) struct Fabric {
     links: Mutex<KVec<Arc<DiLink>>>,
     /// Wakes the timeout work at the earliest DMA read deadline.
     watch: Arc<Timer<Watch>>,
+    /// The vNICs' uplinks in use (taken after the configuration's mutex;
+    /// never under `state`).
+    #[pin]
+    uplinks: Mutex<KVec<Uplink>>,
     /// Gives up on DMA reads past their deadline ([`Fabric::expire`]).
     #[pin]
     work: Work<Fabric>,
@@ -236,9 +323,10 @@ impl Fabric {
                 state <- new_spinlock_bh!(State {
                     served: KVec::new(),
                     counters: Counters::default(),
-                    timer_armed: false,
+                    timer_at: None,
                 }, "pcieoe_dev_fabric"),
                 links <- new_mutex!(KVec::new()),
+                uplinks <- new_mutex!(KVec::new()),
                 watch,
                 work <- new_work!("pcieoe_dev_timeouts"),
             }),
@@ -253,14 +341,114 @@ impl Fabric {
         Running(self.clone())
     }
 
-    /// Arms the timeout timer for `deadline` unless it is armed (for an
-    /// earlier or equal one). Under `state`.
-    fn arm(&self, armed: &mut bool, deadline: Option<u64>) {
-        if let Some(at) = deadline.filter(|_| !*armed) {
-            self.watch
-                .start_at(Ktime::from_raw(i64::try_from(at).unwrap_or(i64::MAX)));
-            *armed = true;
+    /// Arms the timer for `deadline` unless it is armed for an earlier
+    /// or equal one. Under `state`.
+    fn arm(&self, timer_at: &mut Option<u64>, deadline: Option<u64>) {
+        let Some(at) = deadline else {
+            return;
+        };
+        if timer_at.is_some_and(|t| t <= at) {
+            return;
         }
+        self.watch
+            .start_at(Ktime::from_raw(i64::try_from(at).unwrap_or(i64::MAX)));
+        *timer_at = Some(at);
+    }
+
+    /// Runs the work now: vNICs have something to send to their hosts.
+    fn kick(&self) {
+        let fabric = self.watch.fabric.lock();
+        if let Some(f) = fabric.as_ref() {
+            // Already queued: that run sees this too.
+            let _ = workqueue::system().enqueue(f.clone());
+        }
+    }
+
+    /// A frame arrived on uplink `dev` (softirq): offered to its vNICs.
+    pub(crate) fn uplink_frame(&self, dev: &NetDevice, frame: &[u8]) -> RxAction {
+        let mut dst = [0u8; 6];
+        match frame.get(..6) {
+            Some(d) => dst.copy_from_slice(d),
+            None => return RxAction::Pass,
+        }
+        let unicast = dst[0] & 1 == 0;
+        let (mut mine, mut queued) = (false, false);
+        {
+            let mut st = self.state.lock();
+            for s in st.served.iter_mut() {
+                let Some(v) = s.vnic.as_mut().filter(|v| v.is_on(dev)) else {
+                    continue;
+                };
+                if unicast && v.mac() != dst {
+                    continue;
+                }
+                mine |= unicast;
+                queued |= matches!(v.rx_frame(frame), RxVerdict::Queued(_));
+            }
+        }
+        if queued {
+            self.kick();
+        }
+        if mine {
+            RxAction::Consume
+        } else {
+            RxAction::Pass
+        }
+    }
+
+    /// Uplink `dev` changed state, or is going away (`gone`): its vNICs'
+    /// link follows. Process context, RTNL held (the notifier).
+    pub(crate) fn uplink_changed(&self, dev: &NetDevice, gone: bool) {
+        let mut any = false;
+        {
+            let mut st = self.state.lock();
+            for v in st.served.iter_mut().filter_map(|s| s.vnic.as_mut()) {
+                if !v.is_on(dev) {
+                    continue;
+                }
+                any = true;
+                if gone {
+                    v.lose_uplink();
+                } else {
+                    v.update_link();
+                }
+            }
+        }
+        if any {
+            if gone {
+                pr_warn!(
+                    "uplink {} unregistered: its vNICs lose their link\n",
+                    dev.name()
+                );
+            }
+            self.kick();
+        }
+    }
+
+    /// The registration of uplink `dev`, made if no vNIC uses it yet.
+    /// Process context.
+    fn use_uplink(self: &Arc<Self>, dev: &ARef<NetDevice>) -> Result {
+        let mut uplinks = self.uplinks.lock();
+        if uplinks.iter().any(|u| *u.dev == **dev) {
+            return Ok(());
+        }
+        let u = Uplink::new(self, dev)?;
+        uplinks.push(u, GFP_KERNEL)?;
+        Ok(())
+    }
+
+    /// Drops the uplinks no served vNIC uses any more (their last vNIC
+    /// went, or they were unregistered). Process context.
+    fn prune_uplinks(&self) {
+        // Dropping one takes RTNL; nothing takes this mutex under RTNL
+        // (the notifier does not), so that is safe here.
+        self.uplinks.lock().retain(|u| {
+            let st = self.state.lock();
+            st.served
+                .iter()
+                .filter_map(|s| s.vnic.as_ref())
+                .any(|v| v.is_on(&u.dev))
+        });
     }
 
     /// Gives up on the DMA reads past their deadline, sends what the
@@ -271,15 +459,56 @@ impl Fabric {
         // Each TLP after its host's MAC, both as `queue_tlp` entries.
         let mut queue = KVec::new();
         let mut lost = 0u64;
+        let mut bridged = Bridged::default();
         {
             let mut guard = self.state.lock();
             let State {
                 served,
                 counters,
-                timer_armed,
+                timer_at,
             } = &mut *guard;
-            *timer_armed = false;
+            *timer_at = None;
             let mut next: Option<u64> = None;
+            // vNICs first: a frame bridged to a vNIC already passed is
+            // sent in another round (a few at most: each round sends
+            // only what the previous one staged).
+            for _ in 0..4 {
+                for i in 0..served.len() {
+                    let Some(s) = served.get_mut(i) else {
+                        break;
+                    };
+                    let Some(v) = s.vnic.as_mut() else {
+                        continue;
+                    };
+                    let host = s.host;
+                    let mut send = |tlp: &[u8]| {
+                        if queue_tlp(&mut queue, &host)
+                            .and_then(|()| queue_tlp(&mut queue, tlp))
+                            .is_err()
+                        {
+                            lost += 1;
+                        }
+                    };
+                    if v.expire(&s.cs, now, &mut send) {
+                        pr_warn_ratelimited!(
+                            "function {}: host {} did not complete a DMA read of TX data within {} ms: frame dropped\n",
+                            &*s.name,
+                            MacFmt(host),
+                            crate::vnic::DMA_TIMEOUT_NS / 1_000_000
+                        );
+                    }
+                    bridge(served, i, &mut bridged);
+                }
+                if !core::mem::take(&mut bridged.kick) {
+                    break;
+                }
+            }
+            for v in served.iter().filter_map(|s| s.vnic.as_ref()) {
+                next = match (next, v.deadline()) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
             for s in served.iter_mut() {
                 let Some(t) = s.test.as_mut() else {
                     continue;
@@ -307,8 +536,13 @@ impl Fabric {
                 };
             }
             counters.upstream_dropped += lost;
-            self.arm(timer_armed, next);
+            self.arm(timer_at, next);
         }
+        let uplink_lost = bridged.send();
+        if uplink_lost > 0 {
+            self.state.lock().counters.uplink_dropped += uplink_lost;
+        }
+        self.prune_uplinks();
         if queue.is_empty() {
             return;
         }
@@ -344,7 +578,7 @@ impl Fabric {
     /// Makes the served functions match `model` (called with the
     /// configuration's mutex held, after every change), then tells every
     /// open session what its host has now.
-    pub(crate) fn sync(&self, model: &Model) -> Result {
+    pub(crate) fn sync(self: &Arc<Self>, model: &Model) -> Result {
         // Drop what is no longer enabled and assigned to the same host.
         let keep = |s: &Served| {
             model.hosts.iter().any(|h| {
@@ -361,14 +595,18 @@ impl Fabric {
         // after the lock, not with bottom halves disabled.
         let count = self.state.lock().served.len();
         let mut gone: KVec<KBox<TestState>> = KVec::with_capacity(count, GFP_KERNEL)?;
+        let mut gone_vnics: KVec<KBox<VnicState>> = KVec::with_capacity(count, GFP_KERNEL)?;
         {
             let mut st = self.state.lock();
             for s in st.served.iter_mut() {
                 if !keep(s) {
+                    // Within the capacity (the list did not grow): no
+                    // allocation, cannot fail.
                     if let Some(t) = s.test.take() {
-                        // Within the capacity (the list did not grow): no
-                        // allocation, cannot fail.
                         let _ = gone.push(t, GFP_ATOMIC);
+                    }
+                    if let Some(v) = s.vnic.take() {
+                        let _ = gone_vnics.push(v, GFP_ATOMIC);
                     }
                 }
             }
@@ -386,6 +624,8 @@ impl Fabric {
             });
         }
         drop(gone);
+        drop(gone_vnics);
+        self.prune_uplinks();
         // Add what is new.
         for host in model.hosts.iter() {
             for name in host.functions.iter() {
@@ -432,9 +672,14 @@ impl Fabric {
                 // Allocated anew for each assignment: a function given to
                 // a host (again) starts from its reset state, with zeroed
                 // BARs. Its ID is the one that host sees: 00:<dev>.0.
+                let id = Bdf::new(0, dev, 0).ok_or(EINVAL)?;
                 let test = match f.ty {
-                    FunctionType::Test => Some(TestState::new(Bdf::new(0, dev, 0).ok_or(EINVAL)?)?),
+                    FunctionType::Test => Some(TestState::new(id)?),
                     FunctionType::Vnic | FunctionType::Vhba => None,
+                };
+                let vnic = match f.ty {
+                    FunctionType::Vnic => Some(self.new_vnic(name, id, &f.vnic)?),
+                    FunctionType::Test | FunctionType::Vhba => None,
                 };
                 let name = CString::try_from_fmt(kfmt!("{}", &**name))?;
                 let mut st = self.state.lock();
@@ -458,6 +703,7 @@ impl Fabric {
                         dev,
                         cs,
                         test,
+                        vnic,
                     },
                     GFP_ATOMIC,
                 )?;
@@ -465,6 +711,26 @@ impl Fabric {
         }
         self.announce();
         Ok(())
+    }
+
+    /// A vNIC's state, on its uplink (registered if new). Process context.
+    fn new_vnic(
+        self: &Arc<Self>,
+        name: &CStr,
+        id: Bdf,
+        p: &crate::config::VnicParams,
+    ) -> Result<KBox<VnicState>> {
+        let ifname = CString::try_from_fmt(kfmt!("{}", p.uplink().unwrap_or("")))?;
+        let dev = NetDevice::get_by_name(&ifname).inspect_err(|_| {
+            pr_err!("function {}: uplink {} not found\n", name, &*ifname);
+        })?;
+        self.use_uplink(&dev)?;
+        let cfg = vnic::Config {
+            mac: p.mac.0,
+            mtu_max: p.mtu,
+            queues: p.queues,
+        };
+        VnicState::new(id, &cfg, dev)
     }
 
     /// Sends each open session its host's Presence.
@@ -503,8 +769,23 @@ impl Fabric {
         self.links.lock().retain(|l| !Arc::ptr_eq(l, link));
     }
 
-    /// Answers one TLP from `host` (softirq, under its session's lock).
+    /// Answers one TLP from `host` (softirq, under its session's lock),
+    /// then sends what its vNICs transmitted to the uplinks (outside the
+    /// state lock) and has the work send what other vNICs received.
     fn serve(&self, host: Mac, bytes: &[u8], out: &mut Outbox) {
+        let mut bridged = Bridged::default();
+        self.serve_locked(host, bytes, out, &mut bridged);
+        let kick = bridged.kick;
+        let lost = bridged.send();
+        if lost > 0 {
+            self.state.lock().counters.uplink_dropped += lost;
+        }
+        if kick {
+            self.kick();
+        }
+    }
+
+    fn serve_locked(&self, host: Mac, bytes: &[u8], out: &mut Outbox, bridged: &mut Bridged) {
         let mut st = self.state.lock();
         let dropped = out.dropped;
         let Ok(tlp) = Tlp::decode(bytes) else {
@@ -551,31 +832,60 @@ impl Fabric {
                 // running command fails).
                 if !is_read {
                     let State {
-                        served,
-                        timer_armed,
-                        ..
+                        served, timer_at, ..
                     } = &mut *st;
                     if let Some(s) = find(served, host, dev) {
                         if let Some(t) = s.test.as_mut() {
                             t.run(&s.cs, now_ns(), &mut |b: &[u8]| out.push(b));
-                            self.arm(timer_armed, t.deadline());
+                            self.arm(timer_at, t.deadline());
+                        }
+                        if let Some(v) = s.vnic.as_mut() {
+                            v.run(&s.cs, now_ns(), &mut |b: &[u8]| out.push(b));
+                            self.arm(timer_at, v.deadline());
                         }
                     }
                 }
             }
-            Kind::MemRead(r) | Kind::MemWrite(r) => self.memory(&mut st, host, &tlp, &r, out),
+            Kind::MemRead(r) | Kind::MemWrite(r) => {
+                self.memory(&mut st, host, &tlp, &r, out, bridged)
+            }
             Kind::Completion(c) => {
                 let State {
                     served,
                     counters,
-                    timer_armed,
+                    timer_at,
                 } = &mut *st;
                 let id = c.requester;
-                let s = if id.bus() == 0 && id.function() == 0 {
-                    find(served, host, id.device())
+                let i = if id.bus() == 0 && id.function() == 0 {
+                    served
+                        .iter()
+                        .position(|s| s.host == host && s.dev == id.device())
                 } else {
                     None
                 };
+                if let Some(i) = i.filter(|&i| served.get(i).is_some_and(|s| s.vnic.is_some())) {
+                    if let Some(Served {
+                        vnic: Some(v),
+                        cs,
+                        name,
+                        ..
+                    }) = served.get_mut(i)
+                    {
+                        if !v.completion(&tlp, cs, now_ns(), &mut |b: &[u8]| out.push(b)) {
+                            pr_warn_ratelimited!(
+                                "host {}: completion (tag {}, {}) for vNIC {} not expected: dropped\n",
+                                MacFmt(host),
+                                c.tag,
+                                c.status,
+                                &**name
+                            );
+                        }
+                        self.arm(timer_at, v.deadline());
+                    }
+                    bridge(served, i, bridged);
+                    return;
+                }
+                let s = i.and_then(|i| served.get_mut(i));
                 match s.and_then(|s| Some((s.test.as_mut()?, &s.cs, &s.name))) {
                     Some((t, cs, name)) => {
                         if !t.completion(&tlp, cs, now_ns(), &mut |b: &[u8]| out.push(b)) {
@@ -587,7 +897,7 @@ impl Fabric {
                                 &**name
                             );
                         }
-                        self.arm(timer_armed, t.deadline());
+                        self.arm(timer_at, t.deadline());
                     }
                     None => {
                         counters.cpl_unmatched += 1;
@@ -646,7 +956,15 @@ impl Fabric {
 
     /// Serves a host's MRd or MWr: the function of `host` whose BAR holds
     /// the request's range, if any. Under `state`, softirq.
-    fn memory(&self, st: &mut State, host: Mac, tlp: &Tlp<'_>, r: &MemRequest, out: &mut Outbox) {
+    fn memory(
+        &self,
+        st: &mut State,
+        host: Mac,
+        tlp: &Tlp<'_>,
+        r: &MemRequest,
+        out: &mut Outbox,
+        bridged: &mut Bridged,
+    ) {
         let write = matches!(tlp.kind, Kind::MemWrite(_));
         let mut buf = [0u8; TLP_BUF];
         if let Err(e) = tlp.check() {
@@ -663,13 +981,13 @@ impl Fabric {
         let State {
             served,
             counters,
-            timer_armed,
+            timer_at,
         } = st;
         let len = u64::from(r.length) * 4;
         let hit = served
-            .iter_mut()
-            .find(|s| s.host == host && s.cs.bar_hit(r.address, len).is_some());
-        let Some(s) = hit else {
+            .iter()
+            .position(|s| s.host == host && s.cs.bar_hit(r.address, len).is_some());
+        let Some((i, s)) = hit.and_then(|i| Some((i, served.get_mut(i)?))) else {
             counters.mem_no_bar += 1;
             pr_warn_ratelimited!(
                 "host {}: {} of {} bytes at {:#x} hits none of its functions' BARs: {}\n",
@@ -684,10 +1002,26 @@ impl Fabric {
             }
             return;
         };
+        if let Some(v) = s.vnic.as_mut() {
+            if let Err(e) = v.mmio(tlp, &s.cs, now_ns(), &mut |b: &[u8]| out.push(b)) {
+                counters.malformed += 1;
+                pr_warn_ratelimited!(
+                    "host {}: {} at {:#x} for vNIC {}: {}: dropped\n",
+                    MacFmt(host),
+                    tlp.name(),
+                    r.address,
+                    &*s.name,
+                    e
+                );
+            }
+            self.arm(timer_at, v.deadline());
+            bridge(served, i, bridged);
+            return;
+        }
         let Some(t) = s.test.as_mut() else {
-            // Memory requests reach the vNIC and vHBA in a later stage;
-            // until then a read is answered UR so that the requester does
-            // not wait for its timeout.
+            // Memory requests reach the vHBA in a later stage; until then
+            // a read is answered UR so that the requester does not wait
+            // for its timeout.
             counters.ur_unsupported += 1;
             if let Some(n) = unsupported(tlp, &mut buf) {
                 out.push(buf.get(..n).unwrap_or(&[]));
@@ -705,7 +1039,7 @@ impl Fabric {
                 e
             );
         }
-        self.arm(timer_armed, t.deadline());
+        self.arm(timer_at, t.deadline());
     }
 }
 
@@ -775,6 +1109,7 @@ impl Show for FabricStats {
         writeln!(f, "upstream_dropped: {}", c.upstream_dropped)?;
         writeln!(f, "malformed: {}", c.malformed)?;
         writeln!(f, "describes: {}", c.describes)?;
+        writeln!(f, "uplink_dropped: {}", c.uplink_dropped)?;
         for s in st.served.iter() {
             let r = |off: u16, size: usize| s.cs.read(off, size).unwrap_or(u32::MAX);
             write!(
@@ -807,6 +1142,9 @@ impl Show for FabricStats {
                     c.cpl_unmatched,
                     c.tlps_out
                 )?;
+            }
+            if let Some(v) = s.vnic.as_ref() {
+                v.show(f)?;
             }
             writeln!(f)?;
         }

@@ -21,9 +21,11 @@ mod ports;
 #[path = "../common/stats.rs"]
 mod stats;
 mod testfn;
+mod uplink;
+mod vnic;
 
 use fabric::{DiPort, Fabric, FabricStats, Running};
-use kernel::{c_str, debugfs::Dir, str::CStr, sync::Arc};
+use kernel::{c_str, debugfs::Dir, netdev::NotifierRegistration, str::CStr, sync::Arc};
 use pcieoe::{ethertype::EtherType, session::Role};
 use port::{Binding, PortConfig};
 
@@ -73,6 +75,8 @@ struct PcieoeDev {
     // module while it has directories there, so its ports are unbound by
     // then), then the parameter's port, then what they all use.
     _configfs: kernel::configfs::Subsystem,
+    /// Follows the vNICs' uplinks.
+    _uplinks: NotifierRegistration<uplink::UplinkWatch>,
     /// The netdev bound by the `netdev` parameter, if any.
     _port: Option<DiPort>,
     _binder: Arc<DevBinder>,
@@ -89,6 +93,8 @@ impl kernel::Module for PcieoeDev {
         })?;
         let fabric = Fabric::new()?;
         let running = fabric.start();
+        let uplinks =
+            NotifierRegistration::new(Arc::new(uplink::UplinkWatch(fabric.clone()), GFP_KERNEL)?)?;
         let mut debugfs = Dir::new(c_str!("pcieoe_dev")).inspect_err(|e| {
             pr_err!("debugfs directory pcieoe_dev: error {:?}\n", e);
         })?;
@@ -119,6 +125,7 @@ impl kernel::Module for PcieoeDev {
         Ok(PcieoeDev {
             ethertype,
             _configfs: configfs,
+            _uplinks: uplinks,
             _port: port,
             _binder: binder,
             _config: cfg,
