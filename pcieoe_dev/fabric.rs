@@ -472,7 +472,10 @@ impl Fabric {
             // vNICs first: a frame bridged to a vNIC already passed is
             // sent in another round (a few at most: each round sends
             // only what the previous one staged).
-            for _ in 0..4 {
+            for round in 0..4 {
+                if round > 0 && !core::mem::take(&mut bridged.kick) {
+                    break;
+                }
                 for i in 0..served.len() {
                     let Some(s) = served.get_mut(i) else {
                         break;
@@ -498,9 +501,6 @@ impl Fabric {
                         );
                     }
                     bridge(served, i, &mut bridged);
-                }
-                if !core::mem::take(&mut bridged.kick) {
-                    break;
                 }
             }
             for v in served.iter().filter_map(|s| s.vnic.as_ref()) {
@@ -538,9 +538,14 @@ impl Fabric {
             counters.upstream_dropped += lost;
             self.arm(timer_at, next);
         }
+        // Frames bridged in the last round are sent by the next run.
+        let more = bridged.kick;
         let uplink_lost = bridged.send();
         if uplink_lost > 0 {
             self.state.lock().counters.uplink_dropped += uplink_lost;
+        }
+        if more {
+            self.kick();
         }
         self.prune_uplinks();
         if queue.is_empty() {
