@@ -10,6 +10,7 @@
 #include <linux/netdevice.h>
 #include <linux/rcupdate.h>
 #include <linux/skbuff.h>
+#include <net/gso.h>
 
 /* The rx_handler_data of the device that received @skb (caller: rx_handler). */
 void *rust_helper_pcieoe_skb_rx_handler_data(const struct sk_buff *skb)
@@ -42,4 +43,48 @@ bool rust_helper_pcieoe_skb_vlan_tag(const struct sk_buff *skb, u16 *proto,
 	*proto = ntohs(skb->vlan_proto);
 	*tci = skb_vlan_tag_get(skb);
 	return true;
+}
+
+/*
+ * A frame whose checksum a local sender left to offload (a veth peer, a
+ * tap): the bytes are not yet what the wire would carry.
+ */
+bool rust_helper_pcieoe_skb_csum_partial(const struct sk_buff *skb)
+{
+	return skb->ip_summed == CHECKSUM_PARTIAL;
+}
+
+/* Computes such a checksum in place; the caller owns @skb alone. */
+int rust_helper_pcieoe_skb_csum_resolve(struct sk_buff *skb)
+{
+	return skb_checksum_help(skb);
+}
+
+bool rust_helper_pcieoe_skb_is_gso(const struct sk_buff *skb)
+{
+	return skb_is_gso(skb);
+}
+
+/*
+ * The segments of a GSO frame (the caller owns @skb alone, skb->data past
+ * its MAC header), linear and with their checksums computed, each with
+ * skb->data at its MAC header; NULL on failure. @skb is left as it was.
+ */
+struct sk_buff *rust_helper_pcieoe_skb_gso_split(struct sk_buff *skb)
+{
+	unsigned int mac = skb->data - skb_mac_header(skb);
+	struct sk_buff *segs;
+
+	__skb_push(skb, mac);
+	/* No features: no scatter-gather, no checksum offload. */
+	segs = __skb_gso_segment(skb, 0, false);
+	__skb_pull(skb, mac);
+	if (IS_ERR_OR_NULL(segs) || segs == skb)
+		return NULL;
+	return segs;
+}
+
+struct sk_buff *rust_helper_pcieoe_skb_next(const struct sk_buff *skb)
+{
+	return skb->next;
 }

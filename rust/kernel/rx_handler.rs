@@ -44,6 +44,13 @@
 //!   costs an allocation and a copy. A VLAN device on the uplink
 //!   (`ip link add link eth0 type vlan id 5`) takes the frames of its VLAN
 //!   before the handler sees them.
+//! * The bytes as the wire would carry them: a frame whose checksum a local
+//!   sender left to offload (`CHECKSUM_PARTIAL`, as a veth peer or a tap
+//!   sends TCP and UDP) gets it computed first (`skb_checksum_help()`), and
+//!   a frame of several segments (a veth peer's TSO, GRO on the device)
+//!   is cut into them (`__skb_gso_segment()`, checksums computed): the
+//!   handler is called once a segment, and the first segment's verdict is
+//!   the frame's.
 //! * A frame that cannot be made linear or copied (no memory) is passed to
 //!   the stack and counted ([`RxHandlerRegistration::unreadable`]); a frame that is
 //!   shared (a tap holds it) and cannot be copied is dropped and counted
@@ -454,8 +461,8 @@ impl<T: RxHandler> RxHandlerRegistration<T> {
     }
 
     /// The number of frames passed to the stack without calling the handler
-    /// because they could not be made linear, or a tagged frame could not
-    /// be copied (no memory).
+    /// because they could not be made linear, their checksum could not be
+    /// computed, or a tagged frame could not be copied (no memory).
     pub fn unreadable(&self) -> u64 {
         self.data.unreadable.load(Ordering::Relaxed)
     }
@@ -526,9 +533,15 @@ impl<T: RxHandler> RxHandlerRegistration<T> {
         let data = unsafe { &*bindings::pcieoe_skb_rx_handler_data(skb).cast::<RxData<T>>() };
 
         // SAFETY: `skb` is valid; `data_len` is a plain field.
-        if unsafe { (*skb).data_len } != 0 {
-            // Linearising writes to the buffer, which must then be ours
-            // alone: a tap may hold a reference too.
+        let nonlinear = unsafe { (*skb).data_len } != 0;
+        // SAFETY: `skb` is valid.
+        let partial = unsafe { bindings::pcieoe_skb_csum_partial(skb) };
+        // SAFETY: `skb` is valid.
+        let gso = unsafe { bindings::pcieoe_skb_is_gso(skb) };
+        if nonlinear || partial || gso {
+            // Linearising, computing a checksum and segmenting write to the
+            // buffer, which must then be ours alone: a tap may hold a
+            // reference too.
             // SAFETY: We own one reference (safety requirements).
             // `skb_share_check()` either returns it, or a private clone
             // (dropping our reference to the original), or NULL with our
@@ -541,15 +554,77 @@ impl<T: RxHandler> RxHandlerRegistration<T> {
             // SAFETY: `pskb` is valid; the core continues with the buffer
             // we now own.
             unsafe { *pskb = skb };
-            // SAFETY: `skb` is ours alone; on failure it is left as it was.
-            if unsafe { bindings::skb_linearize(skb) } != 0 {
+        }
+        let action = if gso {
+            // A frame of several segments (a veth peer's TSO, the
+            // uplink's GRO): the handler sees the segments as the wire
+            // would carry them, each with its checksum computed. The first
+            // one's verdict (they share their headers) is the frame's.
+            // SAFETY: `skb` is ours alone, with `skb->data` past its MAC
+            // header (safety requirements); on success the segments are a
+            // new list that we own and `skb` is as it was.
+            let mut seg = unsafe { bindings::pcieoe_skb_gso_split(skb) };
+            if seg.is_null() {
                 data.unreadable.fetch_add(1, Ordering::Relaxed);
                 return PASS;
             }
+            let mut action = None;
+            while !seg.is_null() {
+                // SAFETY: `seg` is a segment of our list, not yet freed.
+                let next = unsafe { bindings::pcieoe_skb_next(seg) };
+                // SAFETY: `seg` is a linear socket buffer that we own, with
+                // its MAC header set at `seg->data`.
+                let a = unsafe { Self::deliver(data, seg) };
+                action = action.or(a);
+                // SAFETY: We own `seg`, unlinked from `next` by reading it
+                // first; nothing borrows it any more.
+                unsafe { bindings::consume_skb(seg) };
+                seg = next;
+            }
+            match action {
+                Some(a) => a,
+                None => return PASS,
+            }
+        } else {
+            // SAFETY: `skb` is ours alone (checked above when it matters);
+            // on failure it is left as it was.
+            if nonlinear && unsafe { bindings::skb_linearize(skb) } != 0 {
+                data.unreadable.fetch_add(1, Ordering::Relaxed);
+                return PASS;
+            }
+            // SAFETY: `skb` is ours alone and linear; `skb_checksum_help()`
+            // writes the checksum at `csum_offset` and marks it done.
+            if partial && unsafe { bindings::pcieoe_skb_csum_resolve(skb) } != 0 {
+                data.unreadable.fetch_add(1, Ordering::Relaxed);
+                return PASS;
+            }
+            // SAFETY: `skb` is valid and linear, its MAC header set.
+            match unsafe { Self::deliver(data, skb) } {
+                Some(a) => a,
+                None => return PASS,
+            }
+        };
+        match action {
+            RxAction::Pass => PASS,
+            RxAction::Consume => {
+                // SAFETY: We own one reference to `skb`, which we give up;
+                // no frame borrowing its data is alive.
+                unsafe { bindings::consume_skb(skb) };
+                CONSUMED
+            }
         }
-        // SAFETY: `skb` is valid and linear; the MAC header is set (safety
-        // requirements, checked again) and lies in the linear part before
-        // `skb->data`, so the bytes from it to the tail are the frame.
+    }
+
+    /// Hands the frame of `skb` to the handler; `None` (counted as
+    /// unreadable) when it has no MAC header or its tagged copy failed.
+    ///
+    /// # Safety
+    ///
+    /// `skb` is a valid, linear socket buffer, not freed during the call.
+    unsafe fn deliver(data: &RxData<T>, skb: *mut bindings::sk_buff) -> Option<RxAction> {
+        // SAFETY: `skb` is valid and linear (safety requirements); the MAC
+        // header, when set, lies in the linear part before the tail, so
+        // the bytes from it to the tail are the frame.
         let frame = unsafe {
             if bindings::skb_mac_header_was_set(skb) {
                 let mac = bindings::skb_mac_header(skb);
@@ -563,29 +638,20 @@ impl<T: RxHandler> RxHandlerRegistration<T> {
         };
         let Some(frame) = frame else {
             data.unreadable.fetch_add(1, Ordering::Relaxed);
-            return PASS;
+            return None;
         };
         let (mut proto, mut tci) = (0u16, 0u16);
         // SAFETY: `skb` is valid; the pointers are to locals.
-        let action = if unsafe { bindings::pcieoe_skb_vlan_tag(skb, &mut proto, &mut tci) } {
+        if unsafe { bindings::pcieoe_skb_vlan_tag(skb, &mut proto, &mut tci) } {
             match Self::with_tag(frame, proto, tci) {
-                Some(tagged) => data.handler.receive(&tagged),
+                Some(tagged) => Some(data.handler.receive(&tagged)),
                 None => {
                     data.unreadable.fetch_add(1, Ordering::Relaxed);
-                    return PASS;
+                    None
                 }
             }
         } else {
-            data.handler.receive(frame)
-        };
-        match action {
-            RxAction::Pass => PASS,
-            RxAction::Consume => {
-                // SAFETY: We own one reference to `skb`, which we give up;
-                // `frame`, which borrows its data, is dead.
-                unsafe { bindings::consume_skb(skb) };
-                CONSUMED
-            }
+            Some(data.handler.receive(frame))
         }
     }
 }
