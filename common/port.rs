@@ -438,6 +438,23 @@ impl PortHandle {
         Ok(())
     }
 
+    /// Lets `fill` queue TLPs for the open session's peer under the
+    /// session lock (so in order with what the receive path queues), then
+    /// sends what the session allows. Process or softirq context; nothing
+    /// happens when no session is open.
+    // The device interface's work needs it; the host does not.
+    #[allow(dead_code)]
+    pub(crate) fn pump(&self, fill: impl FnOnce(Mac, &mut Outbox)) {
+        let shared = &*self.0;
+        let mut inner = shared.inner.lock();
+        let peer = match inner.session.peer() {
+            Some(peer) if inner.session.is_open() => peer,
+            _ => return,
+        };
+        fill(peer, &mut inner.upper.out);
+        service(shared, &mut inner, now());
+    }
+
     /// Bytes of TLPs queued on the session and not yet sent: a sender of
     /// bulk data waits while this is large, so that queued TLPs stay
     /// bounded and none is dropped for lack of memory.

@@ -100,6 +100,21 @@ struct Served {
     test: Option<KBox<TestState>>,
     /// The behaviour of a `vnic` function.
     vnic: Option<KBox<VnicState>>,
+    /// TLPs it emitted outside its host's receive path (the work), in
+    /// order, waiting for that session's lock: [`flush_upstream`].
+    upstream: KVec<u8>,
+}
+
+/// Moves `host`'s queued TLPs into its outbox. Under `state`.
+fn flush_upstream(served: &mut [Served], host: Mac, out: &mut Outbox) {
+    for s in served.iter_mut().filter(|s| s.host == host) {
+        let mut rest = &s.upstream[..];
+        while let Some((tlp, tail)) = first_tlp(rest) {
+            out.push(tlp);
+            rest = tail;
+        }
+        s.upstream.clear();
+    }
 }
 
 /// Counters of the configuration path.
@@ -456,10 +471,8 @@ impl Fabric {
     /// timer for the next deadline. The timer's work (process context).
     fn expire(&self) {
         let now = now_ns();
-        // Each TLP after its host's MAC, both as `queue_tlp` entries.
-        let mut queue = KVec::new();
-        let mut lost = 0u64;
         let mut bridged = Bridged::default();
+        let any;
         {
             let mut guard = self.state.lock();
             let State {
@@ -469,6 +482,7 @@ impl Fabric {
             } = &mut *guard;
             *timer_at = None;
             let mut next: Option<u64> = None;
+            let mut lost = 0u64;
             // vNICs first: a frame bridged to a vNIC already passed is
             // sent in another round (a few at most: each round sends
             // only what the previous one staged).
@@ -483,12 +497,9 @@ impl Fabric {
                     let Some(v) = s.vnic.as_mut() else {
                         continue;
                     };
-                    let host = s.host;
+                    let up = &mut s.upstream;
                     let mut send = |tlp: &[u8]| {
-                        if queue_tlp(&mut queue, &host)
-                            .and_then(|()| queue_tlp(&mut queue, tlp))
-                            .is_err()
-                        {
+                        if queue_tlp(up, tlp).is_err() {
                             lost += 1;
                         }
                     };
@@ -496,7 +507,7 @@ impl Fabric {
                         pr_warn_ratelimited!(
                             "function {}: host {} did not complete a DMA read of TX data within {} ms: frame dropped\n",
                             &*s.name,
-                            MacFmt(host),
+                            MacFmt(s.host),
                             crate::vnic::DMA_TIMEOUT_NS / 1_000_000
                         );
                     }
@@ -513,12 +524,9 @@ impl Fabric {
                 let Some(t) = s.test.as_mut() else {
                     continue;
                 };
-                let host = s.host;
+                let up = &mut s.upstream;
                 let mut send = |tlp: &[u8]| {
-                    if queue_tlp(&mut queue, &host)
-                        .and_then(|()| queue_tlp(&mut queue, tlp))
-                        .is_err()
-                    {
+                    if queue_tlp(up, tlp).is_err() {
                         lost += 1;
                     }
                 };
@@ -526,7 +534,7 @@ impl Fabric {
                     pr_warn_ratelimited!(
                         "function {}: host {} did not complete its DMA read within {} ms: command failed\n",
                         &*s.name,
-                        MacFmt(host),
+                        MacFmt(s.host),
                         crate::testfn::DMA_TIMEOUT_NS / 1_000_000
                     );
                 }
@@ -535,6 +543,7 @@ impl Fabric {
                     (a, b) => a.or(b),
                 };
             }
+            any = served.iter().any(|s| !s.upstream.is_empty());
             counters.upstream_dropped += lost;
             self.arm(timer_at, next);
         }
@@ -548,36 +557,29 @@ impl Fabric {
             self.kick();
         }
         self.prune_uplinks();
-        if queue.is_empty() {
+        if !any {
             return;
         }
-        let mut unsent = 0u64;
-        {
-            let links = self.links.lock();
-            let mut rest = &queue[..];
-            while let Some((mac, tail)) = first_tlp(rest) {
-                let Some((tlp, tail)) = first_tlp(tail) else {
-                    break;
-                };
-                rest = tail;
-                let sent = links.iter().any(|link| {
-                    let port = link.port.lock();
-                    port.as_ref().is_some_and(|p| {
-                        p.peer().is_some_and(|peer| &peer[..] == mac) && p.send(tlp).is_ok()
-                    })
-                });
-                if !sent {
-                    unsent += 1;
-                }
+        // Each open session takes its host's queued TLPs; those of hosts
+        // without one are dropped when a session opens (`opened`).
+        let links = self.links.lock();
+        for link in links.iter() {
+            let port = link.port.lock();
+            if let Some(p) = port.as_ref() {
+                p.pump(|peer, out| self.flush_upstream(peer, out));
             }
         }
-        if unsent > 0 {
-            self.state.lock().counters.upstream_dropped += unsent;
-            pr_warn_ratelimited!(
-                "{} upstream TLPs dropped: no open session to their host\n",
-                unsent
-            );
-        }
+    }
+
+    /// Moves the TLPs queued for `host` by the work into its session's
+    /// outbox, in the order they were emitted. Under the session's lock:
+    /// the receive path calls it before it answers anything, so what a
+    /// function emits reaches its host in order whichever context emitted
+    /// it (a completion never overtakes an earlier memory write, which
+    /// PCIe ordering and the host's drivers rely on).
+    fn flush_upstream(&self, host: Mac, out: &mut Outbox) {
+        let mut st = self.state.lock();
+        flush_upstream(&mut st.served, host, out);
     }
 
     /// Makes the served functions match `model` (called with the
@@ -709,6 +711,7 @@ impl Fabric {
                         cs,
                         test,
                         vnic,
+                        upstream: KVec::new(),
                     },
                     GFP_ATOMIC,
                 )?;
@@ -792,6 +795,8 @@ impl Fabric {
 
     fn serve_locked(&self, host: Mac, bytes: &[u8], out: &mut Outbox, bridged: &mut Bridged) {
         let mut st = self.state.lock();
+        // What the work emitted goes first.
+        flush_upstream(&mut st.served, host, out);
         let dropped = out.dropped;
         let Ok(tlp) = Tlp::decode(bytes) else {
             st.counters.malformed += 1;
@@ -1084,7 +1089,14 @@ impl Service for DiLink {
     }
 
     fn opened(&self, peer: Mac, _epoch: u32, out: &mut Outbox) {
-        let devices = self.fabric.state.lock().presence(peer);
+        let devices = {
+            let mut st = self.fabric.state.lock();
+            // TLPs queued for an earlier session are not for this one.
+            for s in st.served.iter_mut().filter(|s| s.host == peer) {
+                s.upstream.clear();
+            }
+            st.presence(peer)
+        };
         let mut buf = [0u8; TLP_BUF];
         if let Ok(n) = (Msg::Presence { devices }).emit(Bdf::default(), &mut buf) {
             out.push(buf.get(..n).unwrap_or(&[]));
