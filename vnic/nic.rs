@@ -468,11 +468,15 @@ impl Vnic {
         let Some(tx) = guard.as_mut() else {
             return false;
         };
-        if !tx.refresh() {
+        if let Err((done, tail, records)) = tx.refresh() {
             kernel::pr_warn_ratelimited!(
-                "{}: queue pair {}: TX done block ahead of what was sent, ignored\n",
+                "{}: queue pair {}: TX done block (units {}, records {}) ahead of what was sent (units {}, records {}), ignored\n",
                 self.hw.name(),
-                qp.index
+                qp.index,
+                done.units,
+                done.records,
+                tail,
+                records
             );
         }
         let mut retry = false;

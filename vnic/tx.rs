@@ -101,21 +101,21 @@ impl Tx {
     }
 
     /// Reads the done block; a block that claims more than was written
-    /// (units or records ahead of ours) is counted as bad and ignored.
-    /// Returns whether it was good.
-    pub(crate) fn refresh(&mut self) -> bool {
+    /// (units or records ahead of ours) is ignored and returned, with our
+    /// stream position and record count, for the log.
+    pub(crate) fn refresh(&mut self) -> Result<(), (TxDone, u32, u32)> {
         let mut b = [0u8; DONE_LEN];
         if self.done_block.read(0, &mut b).is_err() {
-            return false;
+            return Ok(());
         }
         let done = TxDone::decode(&b);
         let used = self.tail.wrapping_sub(done.units);
         let outstanding = self.records.wrapping_sub(done.records);
         if used > self.fifo_units || outstanding > RING_MAX {
-            return false;
+            return Err((done, self.tail, self.records));
         }
         self.done = done;
-        true
+        Ok(())
     }
 
     /// Whether `units` more units and one more record fit.
@@ -241,7 +241,8 @@ impl Tx {
         if len == 0 || u32::from(len) > FRAME_MAX || units > self.fifo_units {
             return Sent::Dropped;
         }
-        self.refresh();
+        // A bad block is reported by the poll's reclaim.
+        let _ = self.refresh();
         let to_end = self.to_end();
         if units > to_end {
             if !self.room(to_end) {
