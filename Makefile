@@ -10,9 +10,10 @@
 #   make modules  build the four modules against it
 #   make test     cargo tests of the engine and tools only
 #   make vm-test  the VM selftests only (kernel and modules already built)
+#   make bench-vnic  the vNIC against a plain veth pair, in a VM
 #   make clean    remove build products from the tree
 
-.PHONY: all check demo setup kernel modules test vm-test clean
+.PHONY: all check demo setup kernel modules test vm-test bench-vnic clean
 all: modules
 
 check:
@@ -35,6 +36,9 @@ test: setup
 
 vm-test:
 	@scripts/vm -t 1800 -- tools/testing/selftests/pcieoe/run.sh
+
+bench-vnic:
+	@scripts/bench-vnic
 
 clean:
 	@if [ -e "$${PCIEOE_CACHE:-$$HOME/.cache/pcieoe}/kernel/current" ]; then \
