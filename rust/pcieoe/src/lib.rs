@@ -40,8 +40,11 @@ pub mod qos;
 pub mod session;
 pub mod testfn;
 pub mod tlp;
+pub mod vhba;
 pub mod vnic;
 // The vNIC's register layout lives with both halves of the vNIC, in
 // `vnic/`; the engine's `vnic` module and the host driver include it.
+#[path = "../../../vhba/layout.rs"]
+pub mod vhba_layout;
 #[path = "../../../vnic/layout.rs"]
 pub mod vnic_layout;
