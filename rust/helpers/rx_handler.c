@@ -68,13 +68,29 @@ bool rust_helper_pcieoe_skb_is_gso(const struct sk_buff *skb)
 /*
  * The segments of a GSO frame (the caller owns @skb alone, skb->data past
  * its MAC header), linear and with their checksums computed, each with
- * skb->data at its MAC header; NULL on failure. @skb is left as it was.
+ * skb->data at its MAC header; NULL on failure or for a fraglist frame.
+ * @skb keeps its data and still starts past its MAC header; its headers
+ * may have been made private and its L4 checksum field rewritten, which
+ * the stack ignores for such a frame (CHECKSUM_PARTIAL or UNNECESSARY).
  */
 struct sk_buff *rust_helper_pcieoe_skb_gso_split(struct sk_buff *skb)
 {
 	unsigned int mac = skb->data - skb_mac_header(skb);
 	struct sk_buff *segs;
 
+	/*
+	 * A fraglist GRO frame is "segmented" by cutting its own list
+	 * (skb_segment_list() returns @skb itself, changed): not for a frame
+	 * the stack may still get.
+	 */
+	if (skb_shinfo(skb)->gso_type & SKB_GSO_FRAGLIST)
+		return NULL;
+	/*
+	 * Segmenting rewrites the TCP/UDP checksum field of @skb's headers,
+	 * which a clone (a tap) may share: make them ours.
+	 */
+	if (skb_unclone(skb, GFP_ATOMIC))
+		return NULL;
 	__skb_push(skb, mac);
 	/* No features: no scatter-gather, no checksum offload. */
 	segs = __skb_gso_segment(skb, 0, false);

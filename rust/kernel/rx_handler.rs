@@ -50,7 +50,11 @@
 //!   a frame of several segments (a veth peer's TSO, GRO on the device)
 //!   is cut into them (`__skb_gso_segment()`, checksums computed): the
 //!   handler is called once a segment, and the first segment's verdict is
-//!   the frame's.
+//!   the frame's. A fraglist GRO frame (`rx-gro-list`) is passed to the
+//!   stack and counted as unreadable.
+//! * [`RxHandler::wants`] sees the destination MAC first: frames the
+//!   handler does not want reach the device's stack before any of that
+//!   work.
 //! * A frame that cannot be made linear or copied (no memory) is passed to
 //!   the stack and counted ([`RxHandlerRegistration::unreadable`]); a frame that is
 //!   shared (a tap holds it) and cannot be copied is dropped and counted
@@ -318,6 +322,15 @@ pub trait RxHandler: Send + Sync {
     /// Runs in softirq context under `rcu_read_lock()`: it must not sleep.
     /// May run on several CPUs at once. `frame` is valid for the call only.
     fn receive(&self, frame: &[u8]) -> RxAction;
+
+    /// Whether frames for destination MAC `dst` may be taken: a frame for
+    /// which this says `false` goes to the device's stack untouched, before
+    /// any copy, linearisation or segmentation (the device's own traffic
+    /// costs nothing more). Same context as [`RxHandler::receive`]. The
+    /// default takes every frame.
+    fn wants(&self, _dst: &[u8; 6]) -> bool {
+        true
+    }
 }
 
 /// What the `rx_handler_data` of the device points to.
@@ -531,6 +544,25 @@ impl<T: RxHandler> RxHandlerRegistration<T> {
         // `rcu_read_lock()`; its `rx_handler_data` is the `RxData<T>` of a
         // live registration (safety requirements), which outlives this call.
         let data = unsafe { &*bindings::pcieoe_skb_rx_handler_data(skb).cast::<RxData<T>>() };
+        // SAFETY: `skb` is valid; the MAC header, when set, is in the
+        // linear part (safety requirements), at least `ETH_HLEN` long
+        // before the tail on a received Ethernet frame, which is checked.
+        let dst = unsafe {
+            if bindings::skb_mac_header_was_set(skb) {
+                let mac = bindings::skb_mac_header(skb);
+                let tail = bindings::skb_tail_pointer(skb);
+                (tail.offset_from(mac) >= 6).then(|| {
+                    let mut d = [0u8; 6];
+                    core::ptr::copy_nonoverlapping(mac.cast_const(), d.as_mut_ptr(), 6);
+                    d
+                })
+            } else {
+                None
+            }
+        };
+        if dst.is_some_and(|d| !data.handler.wants(&d)) {
+            return PASS;
+        }
 
         // SAFETY: `skb` is valid; `data_len` is a plain field.
         let nonlinear = unsafe { (*skb).data_len } != 0;
@@ -562,7 +594,8 @@ impl<T: RxHandler> RxHandlerRegistration<T> {
             // one's verdict (they share their headers) is the frame's.
             // SAFETY: `skb` is ours alone, with `skb->data` past its MAC
             // header (safety requirements); on success the segments are a
-            // new list that we own and `skb` is as it was.
+            // new list that we own, and `skb` keeps its data and its
+            // `skb->data`.
             let mut seg = unsafe { bindings::pcieoe_skb_gso_split(skb) };
             if seg.is_null() {
                 data.unreadable.fetch_add(1, Ordering::Relaxed);
