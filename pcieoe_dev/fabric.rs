@@ -52,7 +52,10 @@
 //! configuration's mutex serialises: `sync` may look under one acquisition
 //! of `state` and change under the next.
 
-use core::fmt::{self, Write as _};
+use core::{
+    fmt::{self, Write as _},
+    sync::atomic::{AtomicBool, Ordering},
+};
 
 use kernel::{
     debugfs::{SeqFile, Show},
@@ -262,6 +265,8 @@ pub(crate) struct Fabric {
     /// never under `state`).
     #[pin]
     uplinks: Mutex<KVec<Uplink>>,
+    /// `sync` is running (under the configuration's mutex).
+    syncing: AtomicBool,
     /// Gives up on DMA reads past their deadline ([`Fabric::expire`]).
     #[pin]
     work: Work<Fabric>,
@@ -342,6 +347,7 @@ impl Fabric {
                 }, "pcieoe_dev_fabric"),
                 links <- new_mutex!(KVec::new()),
                 uplinks <- new_mutex!(KVec::new()),
+                syncing: AtomicBool::new(false),
                 watch,
                 work <- new_work!("pcieoe_dev_timeouts"),
             }),
@@ -377,6 +383,20 @@ impl Fabric {
             // Already queued: that run sees this too.
             let _ = workqueue::system().enqueue(f.clone());
         }
+    }
+
+    /// Whether a frame for `dst` on uplink `dev` may be for a vNIC: a
+    /// broadcast or multicast, or a vNIC's address (softirq). The DI's own
+    /// traffic on the uplink is left alone before any copy.
+    pub(crate) fn uplink_wants(&self, dev: &NetDevice, dst: &[u8; 6]) -> bool {
+        if dst[0] & 1 != 0 {
+            return true;
+        }
+        let st = self.state.lock();
+        st.served
+            .iter()
+            .filter_map(|s| s.vnic.as_ref())
+            .any(|v| v.is_on(dev) && v.mac() == *dst)
     }
 
     /// A frame arrived on uplink `dev` (softirq): offered to its vNICs.
@@ -429,13 +449,14 @@ impl Fabric {
                 }
             }
         }
-        if any {
-            if gone {
-                pr_warn!(
-                    "uplink {} unregistered: its vNICs lose their link\n",
-                    dev.name()
-                );
-            }
+        if any && gone {
+            pr_warn!(
+                "uplink {} unregistered: its vNICs lose their link\n",
+                dev.name()
+            );
+        }
+        // On any unregistration too: the work drops an uplink nothing uses.
+        if any || gone {
             self.kick();
         }
     }
@@ -453,8 +474,17 @@ impl Fabric {
     }
 
     /// Drops the uplinks no served vNIC uses any more (their last vNIC
-    /// went, or they were unregistered). Process context.
+    /// went, or they were unregistered). Process context. Not while `sync`
+    /// runs: it registers an uplink before its vNIC is in the list, and
+    /// prunes itself when done.
     fn prune_uplinks(&self) {
+        if self.syncing.load(Ordering::Acquire) {
+            return;
+        }
+        self.prune_uplinks_now();
+    }
+
+    fn prune_uplinks_now(&self) {
         // Dropping one takes RTNL; nothing takes this mutex under RTNL
         // (the notifier does not), so that is safe here.
         self.uplinks.lock().retain(|u| {
@@ -556,19 +586,20 @@ impl Fabric {
         if more {
             self.kick();
         }
-        self.prune_uplinks();
-        if !any {
-            return;
-        }
-        // Each open session takes its host's queued TLPs; those of hosts
-        // without one are dropped when a session opens (`opened`).
-        let links = self.links.lock();
-        for link in links.iter() {
-            let port = link.port.lock();
-            if let Some(p) = port.as_ref() {
-                p.pump(|peer, out| self.flush_upstream(peer, out));
+        if any {
+            // Each open session takes its host's queued TLPs; those of
+            // hosts without one are dropped when a session opens
+            // (`opened`).
+            let links = self.links.lock();
+            for link in links.iter() {
+                let port = link.port.lock();
+                if let Some(p) = port.as_ref() {
+                    p.pump(|peer, out| self.flush_upstream(peer, out));
+                }
             }
         }
+        // Last: it may wait for RTNL.
+        self.prune_uplinks();
     }
 
     /// Moves the TLPs queued for `host` by the work into its session's
@@ -586,6 +617,16 @@ impl Fabric {
     /// configuration's mutex held, after every change), then tells every
     /// open session what its host has now.
     pub(crate) fn sync(self: &Arc<Self>, model: &Model) -> Result {
+        self.syncing.store(true, Ordering::Release);
+        let r = self.sync_locked(model);
+        self.syncing.store(false, Ordering::Release);
+        // Drops what this sync left unused (a vNIC that failed after its
+        // uplink was registered).
+        self.prune_uplinks_now();
+        r
+    }
+
+    fn sync_locked(self: &Arc<Self>, model: &Model) -> Result {
         // Drop what is no longer enabled and assigned to the same host.
         let keep = |s: &Served| {
             model.hosts.iter().any(|h| {
@@ -685,7 +726,21 @@ impl Fabric {
                     FunctionType::Vnic | FunctionType::Vhba => None,
                 };
                 let vnic = match f.ty {
-                    FunctionType::Vnic => Some(self.new_vnic(name, id, &f.vnic)?),
+                    // Its uplink may be gone or taken: that vNIC is not
+                    // served (the log says why), the others still are, and
+                    // the next change tries again.
+                    FunctionType::Vnic => match self.new_vnic(name, id, &f.vnic) {
+                        Ok(v) => Some(v),
+                        Err(e) => {
+                            pr_err!(
+                                "function {}: not served to host {}: {:?}\n",
+                                &**name,
+                                host.mac,
+                                e
+                            );
+                            continue;
+                        }
+                    },
                     FunctionType::Test | FunctionType::Vhba => None,
                 };
                 let name = CString::try_from_fmt(kfmt!("{}", &**name))?;
@@ -715,6 +770,11 @@ impl Fabric {
                     },
                     GFP_ATOMIC,
                 )?;
+                // The uplink may have changed since it was read, with no
+                // served vNIC for the notifier to tell.
+                if let Some(v) = st.served.last_mut().and_then(|s| s.vnic.as_mut()) {
+                    v.update_link();
+                }
             }
         }
         self.announce();

@@ -42,6 +42,10 @@ impl RxHandler for UplinkRx {
     fn receive(&self, frame: &[u8]) -> RxAction {
         self.fabric.uplink_frame(&self.dev, frame)
     }
+
+    fn wants(&self, dst: &[u8; 6]) -> bool {
+        self.fabric.uplink_wants(&self.dev, dst)
+    }
 }
 
 /// One uplink in use.
@@ -102,6 +106,9 @@ impl Notifier for UplinkWatch {
     fn event(&self, event: Event, dev: &NetDevice) {
         match event {
             Event::Up | Event::Down | Event::Change => self.0.uplink_changed(dev, false),
+            // The core repeats this every second while a reference to the
+            // device is left: a vNIC served just after the first one
+            // still lets go of it.
             Event::Unregister => self.0.uplink_changed(dev, true),
             _ => {}
         }
