@@ -20,6 +20,7 @@ cleanup() {
 	find "$CFG/hosts" -mindepth 3 -maxdepth 3 -type l -delete 2>/dev/null
 	rmdir "$CFG"/hosts/* "$CFG"/functions/* 2>/dev/null
 	loaded pcieoe_dev && rmmod pcieoe_dev
+	ip link del cfgup0 2>/dev/null
 	true
 }
 trap cleanup EXIT
@@ -82,6 +83,25 @@ check "configfs: test function default vendor_id" reads "$CFG/functions/f0/vendo
 check "configfs: set f0 type vnic" set_attr f0 type vnic
 check "configfs: vnic default IDs" \
 	bash -c "[[ \$(cat $CFG/functions/f0/vendor_id):\$(cat $CFG/functions/f0/device_id) == 0xe0e0:0x0002 ]]"
+# A vnic needs an existing uplink before it can be enabled; its own
+# attributes are checked (Documentation/configfs.rst).
+check "configfs: vnic f0 without uplink: enable -> EINVAL, logged" \
+	bash -c "$(declare -f write_fails); write_fails 'Invalid argument' $CFG/functions/f0/enable 1"
+check "configfs: the log says the uplink is missing" log_has "function f0: a vnic needs its uplink set before enable"
+check "configfs: uplink nosuch0 accepted while disabled" set_attr f0 uplink nosuch0
+check "configfs: vnic f0 with a missing uplink: enable -> ENODEV" \
+	bash -c "$(declare -f write_fails); write_fails 'No such device' $CFG/functions/f0/enable 1"
+check "configfs: veth cfgup0 for the uplink" add_veth cfgup0 cfgup1
+check "configfs: set f0 uplink cfgup0" set_attr f0 uplink cfgup0
+check "configfs: uplink reads cfgup0" reads "$CFG/functions/f0/uplink" cfgup0
+for bad in "mac 01:00:5e:00:00:01" "mac 00:00:00:00:00:00" "mac 02:00:00:00:01" "mtu 67" "mtu 9001" "queues 0" "queues 5" "uplink a/b"; do
+	check "configfs: f0 ${bad% *} '${bad#* }' -> EINVAL" \
+		bash -c "$(declare -f write_fails); write_fails 'Invalid argument' $CFG/functions/f0/${bad% *} '${bad#* }'"
+done
+check "configfs: set f0 mac 02:00:00:00:01:01, mtu 9000, queues 2" \
+	bash -c "echo 02:00:00:00:01:01 >$CFG/functions/f0/mac && echo 9000 >$CFG/functions/f0/mtu && echo 2 >$CFG/functions/f0/queues"
+check "configfs: f0 vnic attributes read back" \
+	bash -c "[[ \$(cat $CFG/functions/f0/mac) == 02:00:00:00:01:01 && \$(cat $CFG/functions/f0/mtu) == 9000 && \$(cat $CFG/functions/f0/queues) == 2 ]]"
 check "configfs: set f1 type vhba" set_attr f1 type vhba
 check "configfs: set f1 vendor_id 0x1234" set_attr f1 vendor_id 0x1234
 check "configfs: set f1 device_id abcd" set_attr f1 device_id abcd
@@ -96,6 +116,8 @@ check "configfs: type of enabled f0 -> EBUSY, unchanged, logged" \
 	rejected "Device or resource busy" "$CFG/functions/f0/type" vhba '"vhba"'
 check "configfs: the EBUSY log names function and attribute" \
 	log_has "function f0: cannot set type to \"vhba\" while enabled"
+check "configfs: mtu of enabled vnic f0 -> EBUSY, unchanged" \
+	rejected "Device or resource busy" "$CFG/functions/f0/mtu" 1500 '"1500"'
 check "configfs: vendor_id of enabled f1 -> EBUSY, unchanged" \
 	rejected "Device or resource busy" "$CFG/functions/f1/vendor_id" 0x4321 '"0x4321"'
 check "configfs: device_id of enabled f1 -> EBUSY, unchanged" \
