@@ -442,12 +442,16 @@ impl Vnic {
     /// Takes a new status block if there is one: link, errors. Returns
     /// whether there was.
     fn take_status(&self, dev: &Device<Self>) -> bool {
-        let Some(block) = self.status.lock().refresh() else {
+        // The link is applied under the lock: NAPI and ethtool both take
+        // blocks, and two in a row must not reach the carrier swapped.
+        let mut status = self.status.lock();
+        let Some(block) = status.refresh() else {
             return false;
         };
         if dev.is_up() {
             self.set_link(dev, block.status & STATUS_LINK_UP != 0);
         }
+        drop(status);
         if block.causes & CAUSE_ERROR != 0 {
             kernel::pr_warn_ratelimited!(
                 "{}: the device refused a write: {} at BAR0+{:#x} ({} so far)\n",
@@ -644,6 +648,7 @@ impl net_device::Driver for Vnic {
         dev.stop_all_tx_queues();
         self.halt();
         let r = self.start(dev, new_mtu);
+        let mut running = r.is_ok();
         if let Err(e) = r {
             pr_err!(
                 "{}: {}: MTU {} failed ({:?}), back to {}\n",
@@ -654,17 +659,22 @@ impl net_device::Driver for Vnic {
                 old_mtu
             );
             self.halt();
-            if self.start(dev, old_mtu).is_err() {
+            running = self.start(dev, old_mtu).is_ok();
+            if !running {
                 pr_err!(
                     "{}: {}: restart failed: set the device down and up\n",
                     self.hw.name(),
                     dev.name()
                 );
                 self.halt();
+                dev.carrier_off();
             }
         }
-        for q in 0..self.pairs() {
-            dev.wake_tx_queue(q);
+        // Stopped they stay if nothing runs: the stack queues, not drops.
+        if running {
+            for q in 0..self.pairs() {
+                dev.wake_tx_queue(q);
+            }
         }
         r
     }
