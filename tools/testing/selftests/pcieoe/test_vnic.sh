@@ -345,7 +345,26 @@ namespaces() {
 vnic_fn() {
 	local f=$CFGD/functions/$1
 	mkdir "$f" && echo vnic >"$f/type" && echo upl0 >"$f/uplink" && echo "$2" >"$f/mac" &&
-		{ [[ -z ${3:-} ]] || echo "$3" >"$f/mtu"; } && echo 1 >"$f/queues" && echo 1 >"$f/enable"
+		{ [[ -z ${3:-} ]] || echo "$3" >"$f/mtu"; } && echo "${4:-1}" >"$f/queues" && echo 1 >"$f/enable"
+}
+
+# two_queues NS DEV: DEV has two receive and two transmit queues.
+two_queues() {
+	local q
+	q=$(ip netns exec "$1" ls "/sys/class/net/$2/queues" 2>&1)
+	[[ $(wc -w <<<"$q") == 4 && $q == *rx-1* && $q == *tx-1* ]] && return 0
+	echo "queues of $2: $q"
+	return 1
+}
+
+# spread NS DEV: both queue pairs of DEV carried frames each way.
+spread() {
+	local k v bad=0
+	for k in tx_q0_packets tx_q1_packets rx_q0_packets rx_q1_packets; do
+		v=$(es "$1" "$2" "$k")
+		((${v:-0} > 0)) || { echo "$k is '${v:-missing}'"; bad=1; }
+	done
+	((bad == 0)) || { ip netns exec "$1" ethtool -S "$2" | grep -E '_q[01]_'; return 1; }
 }
 
 assign() {
@@ -454,7 +473,7 @@ body() {
 	dmesg_clean "vnic: carrier"
 
 	# --- 7. two vNICs on one uplink ---
-	check "vnic: vnic1 (uplink upl0, mac $M1) enabled" vnic_fn vnic1 "$M1"
+	check "vnic: vnic1 (uplink upl0, mac $M1, 2 queue pairs) enabled" vnic_fn vnic1 "$M1" "" 2
 	check "vnic: vnic1 assigned to vethH" assign "$HMAC" vnic1
 	if wait_until "$WAIT_S" vnic_by_mac "$M1" >/dev/null; then
 		tap_ok "vnic: vnic1's netdev appears within ${WAIT_S}s"
@@ -462,6 +481,11 @@ body() {
 		ping_check "vnic: vn0 -> vn1, no loss" vhost 10.99.0.12 -c 5 -i 0.2
 		ping_check "vnic: vn1 -> vn0, no loss" vhost1 10.99.0.1 -c 5 -i 0.2
 		ping_check "vnic: vn1 -> peer, no loss" vhost1 "$PEER" -c 5 -i 0.2
+		check "vnic: vn1 has 2 queue pairs" two_queues vhost1 vn1
+		# 16 flows: the stack's transmit hash and the DI's receive hash
+		# put them on both queue pairs (all on one: about 1 in 30000).
+		iperf_check "vnic: vn1 -> peer, 16 TCP flows, 2 s" vhost1 -t 2 -P 16
+		check "vnic: both queue pairs of vn1 carried frames each way" spread vhost1 vn1
 		ping_check "vnic: vn0 -> peer while vn1 exists, no loss" vhost "$PEER" -c 5 -i 0.2
 	else
 		tap_fail "vnic: vnic1's netdev appears within ${WAIT_S}s" "$(vnic_by_mac "$M1")" \
