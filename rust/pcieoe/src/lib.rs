@@ -36,6 +36,7 @@ pub mod fabric;
 pub mod frame;
 pub mod function;
 pub mod link;
+mod model;
 pub mod qos;
 pub mod session;
 pub mod testfn;

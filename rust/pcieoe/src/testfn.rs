@@ -77,11 +77,12 @@ use core::fmt;
 
 use super::cfgspace::ConfigSpace;
 use super::dma::{
-    self, msix_message, msix_take_pending, DmaConfig, DmaError, DmaRead, DmaState, DmaWrite,
-    MsixMessage, MsixRefusal, MAX_DMA_LEN, MSIX_ENTRY_LEN,
+    self, DmaConfig, DmaError, DmaRead, DmaState, DmaWrite, MsixMessage, MsixRefusal, MAX_DMA_LEN,
+    MSIX_ENTRY_LEN,
 };
 use super::function::TEST_REG_LEN;
-use super::tlp::{self, Bdf, CompletionStatus, Kind, MemRequest, Tlp};
+use super::model::{be_mask, decode, read_bar0, unsupported, write_dws, Bar0, MsixTable};
+use super::tlp::{self, Bdf, MemRequest, Tlp};
 
 /// What MAGIC reads: "PCOE" in ASCII.
 pub const MAGIC_VALUE: u32 = 0x5043_4f45;
@@ -380,8 +381,7 @@ pub struct TestFunction {
     seed: u32,
     scratch: [u32; 2],
     ignored: u32,
-    table: [u8; MSIX_VECTORS * MSIX_ENTRY_LEN],
-    pba: [u8; MSIX_VECTORS.div_ceil(8)],
+    msix: MsixTable<{ MSIX_VECTORS * MSIX_ENTRY_LEN }>,
     job: Job,
     /// An MSI-X message to send at the next poll.
     outbox: Option<MsixMessage>,
@@ -390,39 +390,11 @@ pub struct TestFunction {
     generation: bool,
 }
 
-/// The byte mask of a byte-enable nibble.
-fn be_mask(be: u8) -> u32 {
-    (0..4).fold(0, |m, i| {
-        if be & (1 << i) != 0 {
-            m | (0xff << (8 * i))
-        } else {
-            m
-        }
-    })
-}
-
-/// The writable bits of byte `i` (0 to 15) of an MSI-X entry: Message
-/// Address bits 1:0 read zero, Vector Control has only its Mask bit.
-fn table_byte_mask(i: usize) -> u8 {
-    match i {
-        0 => 0xfc,
-        12 => 0x01,
-        13..=15 => 0,
-        _ => 0xff,
-    }
-}
-
 impl TestFunction {
     /// A test function in its reset state: registers zero, every MSI-X
     /// vector masked. `id` is its routing ID as the host sees it: the
     /// Completer ID of its completions and the Requester ID of its DMA.
     pub fn new(id: Bdf) -> TestFunction {
-        let mut table = [0u8; MSIX_VECTORS * MSIX_ENTRY_LEN];
-        for entry in table.chunks_mut(MSIX_ENTRY_LEN) {
-            if let Some(control) = entry.get_mut(12) {
-                *control = MSIX_VECTOR_MASKED_BYTE;
-            }
-        }
         TestFunction {
             id,
             status: 0,
@@ -435,8 +407,7 @@ impl TestFunction {
             seed: 0,
             scratch: [0; 2],
             ignored: 0,
-            table,
-            pba: [0; MSIX_VECTORS.div_ceil(8)],
+            msix: MsixTable::new(MSIX_TABLE, MSIX_PBA),
             job: Job::Idle,
             outbox: None,
             generation: false,
@@ -468,12 +439,12 @@ impl TestFunction {
 
     /// The MSI-X table bytes (8 entries of 16 bytes).
     pub fn msix_table(&self) -> &[u8] {
-        &self.table
+        self.msix.table()
     }
 
     /// The MSI-X Pending Bit Array.
     pub fn msix_pba(&self) -> &[u8] {
-        &self.pba
+        self.msix.pba()
     }
 
     fn reg(&self, offset: u32) -> u32 {
@@ -545,66 +516,13 @@ impl TestFunction {
         });
     }
 
-    /// Reads the double word at `offset` (DW aligned) of BAR0.
-    fn bar0_dw(&self, offset: u32) -> [u8; 4] {
-        let table = MSIX_TABLE..MSIX_PBA;
-        let pba = MSIX_PBA..MSIX_PBA + 8;
-        let bytes_at = |src: &[u8], at: u32| {
-            let at = at as usize;
-            let mut dw = [0u8; 4];
-            for (i, b) in dw.iter_mut().enumerate() {
-                *b = src.get(at + i).copied().unwrap_or(0);
-            }
-            dw
-        };
-        if offset < TEST_REG_LEN {
-            self.reg(offset).to_le_bytes()
-        } else if table.contains(&offset) {
-            bytes_at(&self.table, offset - MSIX_TABLE)
-        } else if pba.contains(&offset) {
-            bytes_at(&self.pba, offset - MSIX_PBA)
-        } else {
-            [0; 4]
-        }
-    }
-
-    /// Writes the bytes enabled by `be` of the double word at `offset`
-    /// (DW aligned) of BAR0.
-    fn write_bar0_dw(&mut self, offset: u32, be: u8, data: [u8; 4]) {
-        if offset < TEST_REG_LEN {
-            self.write_reg(offset, u32::from_le_bytes(data), be_mask(be));
-        } else if (MSIX_TABLE..MSIX_PBA).contains(&offset) {
-            let base = (offset - MSIX_TABLE) as usize;
-            for (lane, value) in data.iter().enumerate() {
-                if be & (1 << lane) == 0 {
-                    continue;
-                }
-                let at = base + lane;
-                let mask = table_byte_mask(at % MSIX_ENTRY_LEN);
-                if let Some(byte) = self.table.get_mut(at) {
-                    *byte = (*byte & !mask) | (value & mask);
-                }
-            }
-        }
-    }
-
     /// Reads `out.len()` bytes at `offset` of BAR `bar` (0 to 5) as the
     /// host would: BAR0 registers, MSI-X table and PBA, or the memory of
     /// BAR1 to BAR5 (zeros past the caller's slice, or for a BAR that does
     /// not exist). Reads have no side effects.
     pub fn mmio_read(&self, bar: u8, offset: u64, out: &mut [u8], bars: &Bars<'_>) {
         if bar == 0 {
-            for (i, byte) in out.iter_mut().enumerate() {
-                let at = offset.saturating_add(i as u64);
-                *byte = match u32::try_from(at) {
-                    Ok(at) if at < BAR0_LEN => {
-                        let dw = self.bar0_dw(at & !3);
-                        dw.get((at & 3) as usize).copied().unwrap_or(0)
-                    }
-                    _ => 0,
-                };
-            }
-            return;
+            return read_bar0(self, offset, out, &());
         }
         out.fill(0);
         let Some(mem) = bars.get(bar) else {
@@ -636,7 +554,7 @@ impl TestFunction {
         if bar == 0 {
             if let Ok(at) = u32::try_from(offset) {
                 if at < BAR0_LEN {
-                    self.write_bar0_dw(at, be, data);
+                    self.write_dw(at, be, data, &mut ());
                 }
             }
             return;
@@ -682,12 +600,7 @@ impl TestFunction {
         buf: &mut [u8],
         send: &mut impl FnMut(&[u8]),
     ) -> Result<Mmio, MmioError> {
-        let (r, write) = match &req.kind {
-            Kind::MemRead(r) => (r, false),
-            Kind::MemWrite(r) => (r, true),
-            _ => return Err(MmioError::NotMemory),
-        };
-        req.check().map_err(MmioError::Malformed)?;
+        let (r, write) = decode(req)?;
         let bytes = u64::from(r.length) * 4;
         let hit = cs.bar_hit(r.address, bytes);
         match (hit, write) {
@@ -703,14 +616,7 @@ impl TestFunction {
                     self.complete_read(req, r, hit.bar, hit.offset, mps, bars, buf, send)?;
                 Ok(Mmio::Read { completions })
             }
-            (None, false) => {
-                let cpl =
-                    Tlp::completion_for(req, self.id, CompletionStatus::UnsupportedRequest, &[])
-                        .map_err(MmioError::Malformed)?;
-                let n = cpl.emit(buf).map_err(|_| MmioError::Buffer)?;
-                send(buf.get(..n).unwrap_or(&[]));
-                Ok(Mmio::Unsupported)
-            }
+            (None, false) => unsupported(req, self.id, buf, send),
         }
     }
 
@@ -722,17 +628,9 @@ impl TestFunction {
         payload: &[u8],
         bars: &mut Bars<'_>,
     ) {
-        let last = usize::from(r.length).saturating_sub(1);
-        for (i, dw) in payload.chunks_exact(4).enumerate() {
-            let be = match i {
-                0 => r.first_be,
-                i if i == last => r.last_be,
-                _ => 0xf,
-            };
-            let data = <[u8; 4]>::try_from(dw).unwrap_or([0; 4]);
-            let at = offset.saturating_add(i as u64 * 4);
+        write_dws(offset, r, payload, |at, be, data| {
             self.mmio_write_dw(bar, at, be, data, bars);
-        }
+        });
     }
 
     /// Answers a read that hit `bar` at `offset` with CplDs.
@@ -900,7 +798,7 @@ impl TestFunction {
         if !cs.bus_master_enabled() {
             return STATUS_IRQ_FAIL;
         }
-        match msix_message(&self.table, &mut self.pba, control, vector) {
+        match self.msix.message(control, vector) {
             Ok(msg) => {
                 // One message waits at most: a second one before the poll
                 // that sends the first is merged, as interrupts are.
@@ -924,15 +822,36 @@ impl TestFunction {
             Some(msg) => msg,
             None => {
                 let control = cs.msix_control().unwrap_or(0);
-                msix_take_pending(&self.table, &mut self.pba, control)?
+                self.msix.take_pending(control)?
             }
         };
         msg.emit(self.id, buf).ok()
     }
 }
 
-/// The low byte of a fresh entry's Vector Control: masked.
-const MSIX_VECTOR_MASKED_BYTE: u8 = dma::MSIX_VECTOR_MASKED as u8;
+/// BAR0 a double word at a time, for [`read_bar0`]: the registers here,
+/// the MSI-X table and PBA in [`MsixTable`]. BAR0 needs none of the
+/// caller's memory (`()`); BAR1 to BAR5 are plain memory, served by
+/// [`TestFunction::mmio_read`] and [`TestFunction::mmio_write_dw`].
+impl Bar0<()> for TestFunction {
+    const LEN: u32 = BAR0_LEN;
+
+    fn read_dw(&self, offset: u32, _mem: &()) -> [u8; 4] {
+        if offset < TEST_REG_LEN {
+            self.reg(offset).to_le_bytes()
+        } else {
+            self.msix.read_dw(offset).unwrap_or([0; 4])
+        }
+    }
+
+    fn write_dw(&mut self, offset: u32, be: u8, data: [u8; 4], _mem: &mut ()) {
+        if offset < TEST_REG_LEN {
+            self.write_reg(offset, u32::from_le_bytes(data), be_mask(be));
+        } else {
+            self.msix.write_dw(offset, be, data);
+        }
+    }
+}
 
 fn fail(cmd: &Command, extra: u32) -> Outcome {
     Outcome::Finish(*cmd, cmd.result_bits().1 | extra, None)

@@ -54,13 +54,14 @@
 //! [`FunctionKind::Vhba`]: super::function::FunctionKind::Vhba
 
 use super::cfgspace::ConfigSpace;
-use super::clock::{Duration, Instant};
-use super::dma::{
-    self, msix_message, msix_take_pending, DmaConfig, DmaRead, DmaState, DmaWrite, MsixRefusal,
-    MSIX_ENTRY_LEN,
+use super::clock::Instant;
+use super::dma::{self, DmaConfig, DmaRead, DmaState, DmaWrite, MSIX_ENTRY_LEN};
+use super::model::{
+    be_mask, good_address, read_bar0, serve_bar0, window_at, Bar0, Moderation, MsixTable,
+    StatusReport,
 };
 use super::testfn::{Mmio, MmioError};
-use super::tlp::{self, Bdf, CompletionStatus, Kind, MemRequest, Tlp};
+use super::tlp::{self, Bdf, Kind, Tlp};
 use super::vhba_layout::*;
 
 /// The buffer length [`Vhba::poll`] and [`Vhba::serve_mmio`] need: the
@@ -465,8 +466,8 @@ struct Queue {
     cq_size: u32,
     sq_size: u32,
     vector: u32,
-    itr_usecs: u32,
-    itr_count: u32,
+    /// Interrupt moderation: ITR_USECS, the count, IRQ_ARM.
+    moderation: Moderation,
     /// Units of whole commands in the ring: the end of the last one.
     submitted: u32,
     /// The next unit the host writes.
@@ -484,10 +485,6 @@ struct Queue {
     batch: [u8; CQ_BATCH * CQE_LEN],
     batch_n: usize,
     cq_write: Option<DmaWrite>,
-    armed: bool,
-    pending: u32,
-    since: Option<Instant>,
-    unsignalled: bool,
 }
 
 impl Queue {
@@ -501,8 +498,7 @@ impl Queue {
             cq_size: 0,
             sq_size: 0,
             vector: index,
-            itr_usecs: 0,
-            itr_count: 0,
+            moderation: Moderation::default(),
             submitted: 0,
             pos: 0,
             dw: 0,
@@ -513,10 +509,6 @@ impl Queue {
             batch: [0; CQ_BATCH * CQE_LEN],
             batch_n: 0,
             cq_write: None,
-            armed: false,
-            pending: 0,
-            since: None,
-            unsignalled: false,
         }
     }
 
@@ -527,8 +519,8 @@ impl Queue {
         fresh.cq_size = self.cq_size;
         fresh.sq_size = self.sq_size;
         fresh.vector = self.vector;
-        fresh.itr_usecs = self.itr_usecs;
-        fresh.itr_count = self.itr_count;
+        fresh.moderation.usecs = self.moderation.usecs;
+        fresh.moderation.count = self.moderation.count;
         fresh.last_error = self.last_error;
         fresh.epoch = self.epoch.wrapping_add(1);
         *self = fresh;
@@ -543,31 +535,6 @@ impl Queue {
             s |= QSTATUS_STREAM_ERROR;
         }
         s
-    }
-}
-
-/// Whether `addr` can hold `len` bytes aligned to `align`.
-fn good_address(addr: u64, len: u64, align: u64) -> bool {
-    addr != 0 && addr % align == 0 && addr.checked_add(len).is_some()
-}
-
-fn be_mask(be: u8) -> u32 {
-    (0..4).fold(0, |m, i| {
-        if be & (1 << i) != 0 {
-            m | (0xff << (8 * i))
-        } else {
-            m
-        }
-    })
-}
-
-/// The writable bits of byte `i` (0 to 15) of an MSI-X entry.
-fn table_byte_mask(i: usize) -> u8 {
-    match i {
-        0 => 0xfc,
-        12 => 0x01,
-        13..=15 => 0,
-        _ => 0xff,
     }
 }
 
@@ -597,24 +564,17 @@ pub struct Vhba {
     id: Bdf,
     cfg: Config,
     control: u32,
-    misc_vector: u32,
-    status_addr: u64,
-    prog_errors: u32,
-    last_error: u32,
+    /// PROG_ERRORS, LAST_ERROR, the status block and MISC_VECTOR.
+    status: StatusReport<STATUS_BLOCK_LEN>,
     stats: [u64; STATS_COUNT],
     queues: [Queue; MAX_QUEUES],
     /// Queue to take commands from first (round robin).
     next_queue: usize,
     /// Slot to look at first in `next_backend`.
     next_backend_slot: usize,
-    table: [u8; MSIX_VECTORS * MSIX_ENTRY_LEN],
-    pba: [u8; 1],
+    msix: MsixTable<{ MSIX_VECTORS * MSIX_ENTRY_LEN }>,
+    /// Vectors to raise (bit per vector).
     irq_due: u8,
-    causes: u32,
-    misc_irq: bool,
-    generation: u32,
-    status_write: Option<DmaWrite>,
-    status_bytes: [u8; STATUS_BLOCK_LEN],
 }
 
 impl Vhba {
@@ -631,32 +591,17 @@ impl Vhba {
                 *lun = LunInfo::EMPTY;
             }
         }
-        let mut table = [0u8; MSIX_VECTORS * MSIX_ENTRY_LEN];
-        for entry in table.chunks_exact_mut(MSIX_ENTRY_LEN) {
-            if let Some(control) = entry.get_mut(12) {
-                *control = dma::MSIX_VECTOR_MASKED as u8;
-            }
-        }
         Vhba {
             id,
             cfg,
             control: 0,
-            misc_vector: 0,
-            status_addr: 0,
-            prog_errors: 0,
-            last_error: 0,
+            status: StatusReport::new(),
             stats: [0; STATS_COUNT],
             queues: [Queue::new(0), Queue::new(1), Queue::new(2), Queue::new(3)],
             next_queue: 0,
             next_backend_slot: 0,
-            table,
-            pba: [0],
+            msix: MsixTable::new(MSIX_TABLE, MSIX_PBA),
             irq_due: 0,
-            causes: 0,
-            misc_irq: false,
-            generation: 0,
-            status_write: None,
-            status_bytes: [0; STATUS_BLOCK_LEN],
         }
     }
 
@@ -688,8 +633,7 @@ impl Vhba {
         if let Some(l) = self.cfg.luns.get_mut(usize::from(lun)) {
             if l != info {
                 *l = *info;
-                self.causes |= CAUSE_LUN;
-                self.misc_irq = true;
+                self.status.report(CAUSE_LUN);
             }
         }
         true
@@ -702,7 +646,7 @@ impl Vhba {
 
     /// Programming errors refused so far.
     pub fn prog_errors(&self) -> u32 {
-        self.prog_errors
+        self.status.prog_errors
     }
 
     fn enabled(&self) -> bool {
@@ -710,10 +654,7 @@ impl Vhba {
     }
 
     fn refuse(&mut self, offset: u32, code: u32) {
-        self.prog_errors = self.prog_errors.wrapping_add(1);
-        self.last_error = (offset << 16) | code;
-        self.causes |= CAUSE_ERROR;
-        self.misc_irq = true;
+        self.status.refuse(offset, code, CAUSE_ERROR);
     }
 
     fn refuse_queue(&mut self, q: usize, offset: u32, code: u32) {
@@ -768,11 +709,11 @@ impl Vhba {
             REG_SLOTS => mem.slot_count() as u32,
             REG_CONTROL => self.control,
             REG_STATUS => self.status_reg(),
-            REG_MISC_VECTOR => self.misc_vector,
-            REG_STATUS_ADDR_LO => self.status_addr as u32,
-            REG_STATUS_ADDR_HI => (self.status_addr >> 32) as u32,
-            REG_PROG_ERRORS => self.prog_errors,
-            REG_LAST_ERROR => self.last_error,
+            REG_MISC_VECTOR => self.status.vector,
+            REG_STATUS_ADDR_LO => self.status.addr as u32,
+            REG_STATUS_ADDR_HI => (self.status.addr >> 32) as u32,
+            REG_PROG_ERRORS => self.status.prog_errors,
+            REG_LAST_ERROR => self.status.last_error,
             o if (REG_STATS..REG_STATS + STATS_COUNT as u32 * 8).contains(&o) => {
                 let i = ((o - REG_STATS) / 8) as usize;
                 let v = self.stats.get(i).copied().unwrap_or(0);
@@ -827,8 +768,8 @@ impl Vhba {
             Q_SQ_SIZE => queue.sq_size,
             Q_SQ_MAX => mem.sq_max(q as usize),
             Q_IRQ_VECTOR => queue.vector,
-            Q_ITR_USECS => queue.itr_usecs,
-            Q_ITR_COUNT => queue.itr_count,
+            Q_ITR_USECS => queue.moderation.usecs,
+            Q_ITR_COUNT => queue.moderation.count,
             _ => 0,
         }
     }
@@ -839,24 +780,19 @@ impl Vhba {
             REG_CONTROL => self.write_control(merged),
             REG_MISC_VECTOR => {
                 if merged < MSIX_VECTORS as u32 {
-                    self.misc_vector = merged;
+                    self.status.vector = merged;
                 } else {
                     self.refuse(offset, ERR_VALUE);
                 }
             }
             REG_STATUS_ADDR_LO => {
                 // Checked when used: the halves are written one at a time.
-                self.status_addr = (self.status_addr & !0xffff_ffff) | u64::from(merged);
+                self.status.addr = (self.status.addr & !0xffff_ffff) | u64::from(merged);
             }
             REG_STATUS_ADDR_HI => {
-                self.status_addr = (self.status_addr & 0xffff_ffff) | (u64::from(merged) << 32);
+                self.status.addr = (self.status.addr & 0xffff_ffff) | (u64::from(merged) << 32);
             }
-            REG_STATUS_REQUEST => {
-                self.causes |= CAUSE_REQUEST;
-                if value & 1 != 0 {
-                    self.misc_irq = true;
-                }
-            }
+            REG_STATUS_REQUEST => self.status.request(CAUSE_REQUEST, value & 1 != 0),
             o if (QUEUE_REGS..QUEUE_REGS + MAX_QUEUES as u32 * QUEUE_REGS_STRIDE).contains(&o) => {
                 let q = (o - QUEUE_REGS) / QUEUE_REGS_STRIDE;
                 let reg = (o - QUEUE_REGS) % QUEUE_REGS_STRIDE;
@@ -927,24 +863,23 @@ impl Vhba {
             }
             Q_ITR_USECS => {
                 if value <= ITR_USECS_MAX {
-                    queue.itr_usecs = value;
+                    queue.moderation.usecs = value;
                 } else {
                     self.refuse_queue(qi, offset, ERR_VALUE);
                 }
             }
             Q_ITR_COUNT => {
                 if value <= RING_MAX {
-                    queue.itr_count = value;
+                    queue.moderation.count = value;
                 } else {
                     self.refuse_queue(qi, offset, ERR_VALUE);
                 }
             }
             Q_IRQ_ARM => {
-                if queue.unsignalled {
-                    queue.unsignalled = false;
+                // An interrupt that came due unarmed fires now.
+                let fire = queue.moderation.arm();
+                if fire {
                     self.irq_due |= 1 << (queue.vector & 7);
-                } else {
-                    queue.armed = true;
                 }
             }
             _ => {}
@@ -1037,67 +972,10 @@ impl Vhba {
     // ------------------------------------------------------------------
     // MMIO.
 
-    fn bar0_dw(&self, offset: u32, mem: &Storage<'_>) -> [u8; 4] {
-        let bytes_at = |src: &[u8], at: u32| {
-            let at = at as usize;
-            let mut dw = [0u8; 4];
-            for (i, b) in dw.iter_mut().enumerate() {
-                *b = src.get(at + i).copied().unwrap_or(0);
-            }
-            dw
-        };
-        let table_end = MSIX_TABLE + (MSIX_VECTORS * MSIX_ENTRY_LEN) as u32;
-        if offset < SQ_WINDOWS {
-            self.reg(offset, mem).to_le_bytes()
-        } else if (MSIX_TABLE..table_end).contains(&offset) {
-            bytes_at(&self.table, offset - MSIX_TABLE)
-        } else if (MSIX_PBA..MSIX_PBA + 8).contains(&offset) {
-            bytes_at(&self.pba, offset - MSIX_PBA)
-        } else {
-            [0; 4]
-        }
-    }
-
-    fn write_bar0_dw(&mut self, offset: u32, be: u8, data: [u8; 4], mem: &mut Storage<'_>) {
-        let table_end = MSIX_TABLE + (MSIX_VECTORS * MSIX_ENTRY_LEN) as u32;
-        let windows_end = SQ_WINDOWS + MAX_QUEUES as u32 * SQ_WINDOW_LEN;
-        if offset < SQ_WINDOWS {
-            self.write_reg(offset, u32::from_le_bytes(data), be_mask(be), mem);
-        } else if (SQ_WINDOWS..windows_end).contains(&offset) {
-            let q = (offset - SQ_WINDOWS) / SQ_WINDOW_LEN;
-            if q >= self.cfg.queues {
-                return self.refuse(offset, ERR_QUEUE);
-            }
-            let at = (offset - SQ_WINDOWS) % SQ_WINDOW_LEN;
-            self.sq_window_dw(q as usize, at, be, data, mem);
-        } else if (MSIX_TABLE..table_end).contains(&offset) {
-            let base = (offset - MSIX_TABLE) as usize;
-            for (lane, value) in data.iter().enumerate() {
-                if be & (1 << lane) == 0 {
-                    continue;
-                }
-                let at = base + lane;
-                let mask = table_byte_mask(at % MSIX_ENTRY_LEN);
-                if let Some(byte) = self.table.get_mut(at) {
-                    *byte = (*byte & !mask) | (value & mask);
-                }
-            }
-        }
-    }
-
     /// Reads `out.len()` bytes at `offset` of BAR0 as the host would
     /// (zeros outside the registers, table and PBA). No side effects.
     pub fn mmio_read(&self, offset: u64, out: &mut [u8], mem: &Storage<'_>) {
-        for (i, byte) in out.iter_mut().enumerate() {
-            let at = offset.saturating_add(i as u64);
-            *byte = match u32::try_from(at) {
-                Ok(at) if at < BAR0_LEN => {
-                    let dw = self.bar0_dw(at & !3, mem);
-                    dw.get((at & 3) as usize).copied().unwrap_or(0)
-                }
-                _ => 0,
-            };
-        }
+        read_bar0(self, offset, out, mem);
     }
 
     /// Serves a downstream memory request for this function, as
@@ -1120,57 +998,8 @@ impl Vhba {
         buf: &mut [u8],
         send: &mut impl FnMut(&[u8]),
     ) -> Result<Mmio, MmioError> {
-        let (r, write) = match &req.kind {
-            Kind::MemRead(r) => (r, false),
-            Kind::MemWrite(r) => (r, true),
-            _ => return Err(MmioError::NotMemory),
-        };
-        req.check().map_err(MmioError::Malformed)?;
-        let bytes = u64::from(r.length) * 4;
-        let hit = cs.bar_hit(r.address, bytes).filter(|h| h.bar == 0);
-        match (hit, write) {
-            (Some(hit), true) if !req.ep => {
-                self.apply_write(hit.offset, r, req.payload, mem);
-                Ok(Mmio::Written)
-            }
-            (_, true) => Ok(Mmio::Dropped),
-            (Some(hit), false) => {
-                let mps = DmaConfig::from_config_space(self.id, cs).max_payload;
-                let fill = |at: u64, out: &mut [u8]| self.mmio_read(hit.offset + at, out, mem);
-                let n = dma::complete_read(req, r, self.id, mps, buf, fill, send)
-                    .ok_or(MmioError::Buffer)?;
-                Ok(Mmio::Read { completions: n })
-            }
-            (None, false) => {
-                let cpl =
-                    Tlp::completion_for(req, self.id, CompletionStatus::UnsupportedRequest, &[])
-                        .map_err(MmioError::Malformed)?;
-                let n = cpl.emit(buf).map_err(|_| MmioError::Buffer)?;
-                send(buf.get(..n).unwrap_or(&[]));
-                Ok(Mmio::Unsupported)
-            }
-        }
-    }
-
-    fn apply_write(&mut self, offset: u64, r: &MemRequest, payload: &[u8], mem: &mut Storage<'_>) {
-        let last = usize::from(r.length).saturating_sub(1);
-        for (i, dw) in payload.chunks_exact(4).enumerate() {
-            let be = match i {
-                0 => r.first_be,
-                i if i == last => r.last_be,
-                _ => 0xf,
-            };
-            if be == 0 {
-                continue;
-            }
-            let data = <[u8; 4]>::try_from(dw).unwrap_or([0; 4]);
-            let at = offset.saturating_add(i as u64 * 4);
-            if let Ok(at) = u32::try_from(at) {
-                if at < BAR0_LEN {
-                    self.write_bar0_dw(at & !3, be, data, mem);
-                }
-            }
-        }
+        let id = self.id;
+        serve_bar0(self, id, req, cs, mem, buf, send)
     }
 
     // ------------------------------------------------------------------
@@ -1531,11 +1360,8 @@ impl Vhba {
     pub fn poll_at(&self) -> Option<Instant> {
         self.queues
             .iter()
-            .filter(|q| q.enabled && q.pending > 0)
-            .map(|q| match q.since {
-                Some(t) => t + Duration::from_micros(u64::from(q.itr_usecs)),
-                None => Instant::ZERO,
-            })
+            .filter(|q| q.enabled)
+            .filter_map(|q| q.moderation.poll_at())
             .min()
     }
 
@@ -1574,7 +1400,8 @@ impl Vhba {
         if let Some(n) = self.status_step(&cfg, buf) {
             return Some(n);
         }
-        self.deliver_msix(cs, buf)
+        // MSI-X last, so that an interrupt follows what it announces.
+        self.msix.deliver_due(&mut self.irq_due, cs, self.id, buf)
     }
 
     /// Queue `qi`: READ data, then completions.
@@ -1705,7 +1532,7 @@ impl Vhba {
         let ring = queue.cq_size.max(1);
         let first = queue.cq_tail.wrapping_sub(n as u32);
         let addr = queue.cq_addr + u64::from(first % ring) * CQE_LEN as u64;
-        queue.pending = queue.pending.saturating_add(n as u32);
+        queue.moderation.add(n as u32);
         match DmaWrite::new(cfg, addr, n * CQE_LEN) {
             Ok(mut w) => {
                 let r = w.next_tlp(&queue.batch, buf);
@@ -1830,73 +1657,59 @@ impl Vhba {
         let Some(queue) = self.queues.get_mut(qi).filter(|q| q.enabled) else {
             return;
         };
-        if queue.pending == 0 || queue.cq_write.is_some() {
+        if queue.cq_write.is_some() || !queue.moderation.due(now) {
             return;
         }
-        let since = *queue.since.get_or_insert(now);
-        let due = since + Duration::from_micros(u64::from(queue.itr_usecs));
-        if queue.pending < queue.itr_count.max(1) && now < due {
-            return;
-        }
-        queue.pending = 0;
-        queue.since = None;
-        if queue.armed {
-            queue.armed = false;
+        if queue.moderation.signal() {
             self.irq_due |= 1 << (queue.vector & 7);
-        } else {
-            queue.unsignalled = true;
         }
     }
 
+    /// The status block's write, then MISC_VECTOR ([`StatusReport::step`]).
     fn status_step(&mut self, cfg: &DmaConfig, buf: &mut [u8]) -> Option<usize> {
-        if self.status_write.is_none() && self.causes != 0 {
-            let addr = self.status_addr;
-            let ok = good_address(addr, STATUS_BLOCK_LEN as u64, 64);
-            if ok {
-                self.generation = self.generation.wrapping_add(1).max(1);
-                let block = StatusBlock {
-                    generation: self.generation,
-                    causes: self.causes,
-                    status: self.status_reg(),
-                    prog_errors: self.prog_errors,
-                    last_error: self.last_error,
-                    stats: self.stats,
-                };
-                self.status_bytes = block.encode();
-                self.status_write = DmaWrite::new(cfg, addr, STATUS_BLOCK_LEN).ok();
+        let status = self.status_reg();
+        let stats = &self.stats;
+        let encode = |r: &StatusReport<STATUS_BLOCK_LEN>| {
+            StatusBlock {
+                generation: r.generation(),
+                causes: r.causes,
+                status,
+                prog_errors: r.prog_errors,
+                last_error: r.last_error,
+                stats: *stats,
             }
-            self.causes = 0;
-            if !ok && core::mem::take(&mut self.misc_irq) {
-                // No block to write: the interrupt alone.
-                self.irq_due |= 1 << (self.misc_vector & 7);
-            }
+            .encode()
+        };
+        self.status.step(cfg, buf, &mut self.irq_due, encode)
+    }
+}
+
+/// BAR0 a double word at a time, for [`serve_bar0`] and [`read_bar0`]:
+/// the registers and SQ windows here, the MSI-X table and PBA in
+/// [`MsixTable`].
+impl<'a> Bar0<Storage<'a>> for Vhba {
+    const LEN: u32 = BAR0_LEN;
+
+    fn read_dw(&self, offset: u32, mem: &Storage<'a>) -> [u8; 4] {
+        if offset < SQ_WINDOWS {
+            self.reg(offset, mem).to_le_bytes()
+        } else {
+            self.msix.read_dw(offset).unwrap_or([0; 4])
         }
-        if let Some(w) = self.status_write.as_mut() {
-            if let Some(Ok(n)) = w.next_tlp(&self.status_bytes, buf) {
-                return Some(n);
-            }
-            self.status_write = None;
-            if core::mem::take(&mut self.misc_irq) {
-                self.irq_due |= 1 << (self.misc_vector & 7);
-            }
-        }
-        None
     }
 
-    /// Sends a due MSI-X message, or one left pending that the host has
-    /// since unmasked.
-    fn deliver_msix(&mut self, cs: &ConfigSpace, buf: &mut [u8]) -> Option<usize> {
-        let control = cs.msix_control().unwrap_or(0);
-        while self.irq_due != 0 {
-            let vector = self.irq_due.trailing_zeros() as u16;
-            self.irq_due &= !(1 << vector);
-            match msix_message(&self.table, &mut self.pba, control, vector) {
-                Ok(msg) => return msg.emit(self.id, buf).ok(),
-                Err(MsixRefusal::Masked | MsixRefusal::Disabled | MsixRefusal::OutOfRange) => {}
+    fn write_dw(&mut self, offset: u32, be: u8, data: [u8; 4], mem: &mut Storage<'a>) {
+        let queues = MAX_QUEUES as u32;
+        if offset < SQ_WINDOWS {
+            self.write_reg(offset, u32::from_le_bytes(data), be_mask(be), mem);
+        } else if let Some((q, at)) = window_at(offset, SQ_WINDOWS, SQ_WINDOW_LEN, queues) {
+            if q >= self.cfg.queues {
+                return self.refuse(offset, ERR_QUEUE);
             }
+            self.sq_window_dw(q as usize, at, be, data, mem);
+        } else {
+            self.msix.write_dw(offset, be, data);
         }
-        let msg = msix_take_pending(&self.table, &mut self.pba, control)?;
-        msg.emit(self.id, buf).ok()
     }
 }
 

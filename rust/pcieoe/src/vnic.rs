@@ -51,13 +51,14 @@
 //! [`FunctionKind::Vnic`]: super::function::FunctionKind::Vnic
 
 use super::cfgspace::ConfigSpace;
-use super::clock::{Duration, Instant};
-use super::dma::{
-    self, msix_message, msix_take_pending, DmaConfig, DmaRead, DmaState, DmaWrite, MsixRefusal,
-    MSIX_ENTRY_LEN,
+use super::clock::Instant;
+use super::dma::{self, DmaConfig, DmaRead, DmaState, DmaWrite, MSIX_ENTRY_LEN};
+use super::model::{
+    be_mask, good_address, read_bar0, serve_bar0, window_at, Bar0, Moderation, MsixTable,
+    StatusReport,
 };
 use super::testfn::{Mmio, MmioError};
-use super::tlp::{self, Bdf, CompletionStatus, Kind, MemRequest, Tlp};
+use super::tlp::{self, Bdf, Tlp};
 use super::vnic_layout::*;
 
 /// The buffer length [`Vnic::poll`] and [`Vnic::serve_mmio`] need: the
@@ -263,8 +264,8 @@ struct Queue {
     cq_addr: u64,
     ring_size: u32,
     vector: u32,
-    itr_usecs: u32,
-    itr_frames: u32,
+    /// Interrupt moderation: ITR_USECS, the count, IRQ_ARM.
+    moderation: Moderation,
     // TX.
     fifo_units: u32,
     /// Next unit position the host writes.
@@ -303,11 +304,6 @@ struct Queue {
     batch: [u8; CQ_BATCH * DESC_LEN],
     batch_n: usize,
     cq_write: Option<DmaWrite>,
-    // Interrupts.
-    armed: bool,
-    pending: u32,
-    since: Option<Instant>,
-    unsignalled: bool,
 }
 
 /// A frame in RX staging: its data at `start` (past its header).
@@ -331,8 +327,7 @@ impl Queue {
             cq_addr: 0,
             ring_size: 0,
             vector: index,
-            itr_usecs: 0,
-            itr_frames: 0,
+            moderation: Moderation::default(),
             fifo_units: 0,
             pos: 0,
             dw: 0,
@@ -357,10 +352,6 @@ impl Queue {
             batch: [0; CQ_BATCH * DESC_LEN],
             batch_n: 0,
             cq_write: None,
-            armed: false,
-            pending: 0,
-            since: None,
-            unsignalled: false,
         }
     }
 
@@ -371,8 +362,8 @@ impl Queue {
         fresh.cq_addr = self.cq_addr;
         fresh.ring_size = self.ring_size;
         fresh.vector = self.vector;
-        fresh.itr_usecs = self.itr_usecs;
-        fresh.itr_frames = self.itr_frames;
+        fresh.moderation.usecs = self.moderation.usecs;
+        fresh.moderation.count = self.moderation.count;
         fresh.fifo_units = self.fifo_units;
         fresh.last_error = self.last_error;
         fresh.epoch = self.epoch.wrapping_add(1);
@@ -406,11 +397,6 @@ fn fifo_units(len: usize) -> u32 {
     } else {
         0
     }
-}
-
-/// Whether `addr` can hold `len` bytes aligned to `align`.
-fn good_address(addr: u64, len: u64, align: u64) -> bool {
-    addr != 0 && addr % align == 0 && addr.checked_add(len).is_some()
 }
 
 /// A flow hash for receive queue selection: FNV-1a over the IPv4 or IPv6
@@ -449,26 +435,6 @@ fn flow_hash(frame: &[u8]) -> u32 {
     }
 }
 
-fn be_mask(be: u8) -> u32 {
-    (0..4).fold(0, |m, i| {
-        if be & (1 << i) != 0 {
-            m | (0xff << (8 * i))
-        } else {
-            m
-        }
-    })
-}
-
-/// The writable bits of byte `i` (0 to 15) of an MSI-X entry.
-fn table_byte_mask(i: usize) -> u8 {
-    match i {
-        0 => 0xfc,
-        12 => 0x01,
-        13..=15 => 0,
-        _ => 0xff,
-    }
-}
-
 /// The vNIC function.
 #[derive(Clone, Debug)]
 pub struct Vnic {
@@ -478,25 +444,15 @@ pub struct Vnic {
     control: u32,
     mtu: u32,
     driver_features: u32,
-    misc_vector: u32,
-    status_addr: u64,
-    prog_errors: u32,
-    last_error: u32,
+    /// PROG_ERRORS, LAST_ERROR, the status block and MISC_VECTOR.
+    status: StatusReport<STATUS_BLOCK_LEN>,
     mc_hash: [u32; 8],
     stats: [u64; STATS_COUNT],
     queues: [Queue; MAX_QUEUES],
     next_tx_queue: usize,
-    table: [u8; MSIX_VECTORS * MSIX_ENTRY_LEN],
-    pba: [u8; 1],
+    msix: MsixTable<{ MSIX_VECTORS * MSIX_ENTRY_LEN }>,
     /// Vectors to raise (bit per vector).
     irq_due: u8,
-    /// Status block causes to report.
-    causes: u32,
-    /// Raise MISC_VECTOR after the status block write.
-    misc_irq: bool,
-    generation: u32,
-    status_write: Option<DmaWrite>,
-    status_bytes: [u8; STATUS_BLOCK_LEN],
 }
 
 /// The features offered.
@@ -518,12 +474,6 @@ impl Vnic {
         let mut cfg = *cfg;
         cfg.mtu_max = cfg.mtu_max.clamp(MTU_MIN, MTU_LIMIT);
         cfg.queues = cfg.queues.clamp(1, MAX_QUEUES as u32);
-        let mut table = [0u8; MSIX_VECTORS * MSIX_ENTRY_LEN];
-        for entry in table.chunks_exact_mut(MSIX_ENTRY_LEN) {
-            if let Some(control) = entry.get_mut(12) {
-                *control = dma::MSIX_VECTOR_MASKED as u8;
-            }
-        }
         Vnic {
             id,
             cfg,
@@ -531,22 +481,13 @@ impl Vnic {
             control: 0,
             mtu: cfg.mtu_max.min(1500),
             driver_features: 0,
-            misc_vector: 0,
-            status_addr: 0,
-            prog_errors: 0,
-            last_error: 0,
+            status: StatusReport::new(),
             mc_hash: [0; 8],
             stats: [0; STATS_COUNT],
             queues: [Queue::new(0), Queue::new(1), Queue::new(2), Queue::new(3)],
             next_tx_queue: 0,
-            table,
-            pba: [0],
+            msix: MsixTable::new(MSIX_TABLE, MSIX_PBA),
             irq_due: 0,
-            causes: 0,
-            misc_irq: false,
-            generation: 0,
-            status_write: None,
-            status_bytes: [0; STATUS_BLOCK_LEN],
         }
     }
 
@@ -575,12 +516,12 @@ impl Vnic {
 
     /// Programming errors refused so far.
     pub fn prog_errors(&self) -> u32 {
-        self.prog_errors
+        self.status.prog_errors
     }
 
     /// The MSI-X table bytes.
     pub fn msix_table(&self) -> &[u8] {
-        &self.table
+        self.msix.table()
     }
 
     /// Sets the uplink's state; a change is reported to the host (status
@@ -588,8 +529,7 @@ impl Vnic {
     pub fn set_link(&mut self, up: bool) {
         if up != self.link_up {
             self.link_up = up;
-            self.causes |= CAUSE_LINK;
-            self.misc_irq = true;
+            self.status.report(CAUSE_LINK);
         }
     }
 
@@ -598,10 +538,7 @@ impl Vnic {
     }
 
     fn refuse(&mut self, offset: u32, code: u32) {
-        self.prog_errors = self.prog_errors.wrapping_add(1);
-        self.last_error = (offset << 16) | code;
-        self.causes |= CAUSE_ERROR;
-        self.misc_irq = true;
+        self.status.refuse(offset, code, CAUSE_ERROR);
     }
 
     fn refuse_queue(&mut self, q: usize, offset: u32, code: u32) {
@@ -645,11 +582,11 @@ impl Vnic {
             REG_CONTROL => self.control,
             REG_STATUS => self.status_reg(),
             REG_MTU => self.mtu,
-            REG_MISC_VECTOR => self.misc_vector,
-            REG_STATUS_ADDR_LO => self.status_addr as u32,
-            REG_STATUS_ADDR_HI => (self.status_addr >> 32) as u32,
-            REG_PROG_ERRORS => self.prog_errors,
-            REG_LAST_ERROR => self.last_error,
+            REG_MISC_VECTOR => self.status.vector,
+            REG_STATUS_ADDR_LO => self.status.addr as u32,
+            REG_STATUS_ADDR_HI => (self.status.addr >> 32) as u32,
+            REG_PROG_ERRORS => self.status.prog_errors,
+            REG_LAST_ERROR => self.status.last_error,
             o if (REG_MC_HASH..REG_MC_HASH + 32).contains(&o) => self
                 .mc_hash
                 .get(((o - REG_MC_HASH) / 4) as usize)
@@ -686,8 +623,8 @@ impl Vnic {
             Q_RX_RING_SIZE => queue.ring_size,
             Q_TX_FIFO_UNITS => mem.tx.get(q as usize).map_or(0, |b| fifo_units(b.len())),
             Q_IRQ_VECTOR => queue.vector,
-            Q_ITR_USECS => queue.itr_usecs,
-            Q_ITR_FRAMES => queue.itr_frames,
+            Q_ITR_USECS => queue.moderation.usecs,
+            Q_ITR_FRAMES => queue.moderation.count,
             _ => 0,
         }
     }
@@ -708,26 +645,21 @@ impl Vnic {
             }
             REG_MISC_VECTOR => {
                 if merged < MSIX_VECTORS as u32 {
-                    self.misc_vector = merged;
+                    self.status.vector = merged;
                 } else {
                     self.refuse(offset, ERR_VALUE);
                 }
             }
             REG_STATUS_ADDR_LO | REG_STATUS_ADDR_HI => {
                 let addr = if offset == REG_STATUS_ADDR_LO {
-                    low(self.status_addr)
+                    low(self.status.addr)
                 } else {
-                    high(self.status_addr)
+                    high(self.status.addr)
                 };
                 // Checked when used: the halves are written one at a time.
-                self.status_addr = addr;
+                self.status.addr = addr;
             }
-            REG_STATUS_REQUEST => {
-                self.causes |= CAUSE_REQUEST;
-                if value & 1 != 0 {
-                    self.misc_irq = true;
-                }
-            }
+            REG_STATUS_REQUEST => self.status.request(CAUSE_REQUEST, value & 1 != 0),
             o if (REG_MC_HASH..REG_MC_HASH + 32).contains(&o) => {
                 if let Some(r) = self.mc_hash.get_mut(((o - REG_MC_HASH) / 4) as usize) {
                     *r = merged;
@@ -809,24 +741,23 @@ impl Vnic {
             }
             Q_ITR_USECS => {
                 if value <= ITR_USECS_MAX {
-                    queue.itr_usecs = value;
+                    queue.moderation.usecs = value;
                 } else {
                     self.refuse_queue(qi, offset, ERR_VALUE);
                 }
             }
             Q_ITR_FRAMES => {
                 if value <= RING_MAX {
-                    queue.itr_frames = value;
+                    queue.moderation.count = value;
                 } else {
                     self.refuse_queue(qi, offset, ERR_VALUE);
                 }
             }
             Q_IRQ_ARM => {
-                if queue.unsignalled {
-                    queue.unsignalled = false;
+                // An interrupt that came due unarmed fires now.
+                let fire = queue.moderation.arm();
+                if fire {
                     self.irq_due |= 1 << (queue.vector & 7);
-                } else {
-                    queue.armed = true;
                 }
             }
             _ => {}
@@ -964,75 +895,10 @@ impl Vnic {
     // ------------------------------------------------------------------
     // MMIO.
 
-    fn bar0_dw(&self, offset: u32, mem: &Storage<'_>) -> [u8; 4] {
-        let bytes_at = |src: &[u8], at: u32| {
-            let at = at as usize;
-            let mut dw = [0u8; 4];
-            for (i, b) in dw.iter_mut().enumerate() {
-                *b = src.get(at + i).copied().unwrap_or(0);
-            }
-            dw
-        };
-        let table_end = MSIX_TABLE + (MSIX_VECTORS * MSIX_ENTRY_LEN) as u32;
-        if offset < RX_WINDOWS {
-            self.reg(offset, mem).to_le_bytes()
-        } else if (MSIX_TABLE..table_end).contains(&offset) {
-            bytes_at(&self.table, offset - MSIX_TABLE)
-        } else if (MSIX_PBA..MSIX_PBA + 8).contains(&offset) {
-            bytes_at(&self.pba, offset - MSIX_PBA)
-        } else {
-            [0; 4]
-        }
-    }
-
-    fn write_bar0_dw(&mut self, offset: u32, be: u8, data: [u8; 4], mem: &mut Storage<'_>) {
-        let table_end = MSIX_TABLE + (MSIX_VECTORS * MSIX_ENTRY_LEN) as u32;
-        let windows_end = RX_WINDOWS + MAX_QUEUES as u32 * RX_WINDOW_LEN;
-        let tx_end = TX_WINDOWS + MAX_QUEUES as u32 * TX_WINDOW_LEN;
-        if offset < RX_WINDOWS {
-            self.write_reg(offset, u32::from_le_bytes(data), be_mask(be), mem);
-        } else if (RX_WINDOWS..windows_end).contains(&offset) {
-            let q = (offset - RX_WINDOWS) / RX_WINDOW_LEN;
-            if q >= self.cfg.queues {
-                return self.refuse(offset, ERR_QUEUE);
-            }
-            let at = (offset - RX_WINDOWS) % RX_WINDOW_LEN;
-            self.rx_window_dw(q as usize, at, be, data, mem);
-        } else if (TX_WINDOWS..tx_end).contains(&offset) {
-            let q = (offset - TX_WINDOWS) / TX_WINDOW_LEN;
-            if q >= self.cfg.queues {
-                return self.refuse(offset, ERR_QUEUE);
-            }
-            let at = (offset - TX_WINDOWS) % TX_WINDOW_LEN;
-            self.tx_window_dw(q as usize, at, be, data, mem);
-        } else if (MSIX_TABLE..table_end).contains(&offset) {
-            let base = (offset - MSIX_TABLE) as usize;
-            for (lane, value) in data.iter().enumerate() {
-                if be & (1 << lane) == 0 {
-                    continue;
-                }
-                let at = base + lane;
-                let mask = table_byte_mask(at % MSIX_ENTRY_LEN);
-                if let Some(byte) = self.table.get_mut(at) {
-                    *byte = (*byte & !mask) | (value & mask);
-                }
-            }
-        }
-    }
-
     /// Reads `out.len()` bytes at `offset` of BAR0 as the host would
     /// (zeros outside the registers, table and PBA). No side effects.
     pub fn mmio_read(&self, offset: u64, out: &mut [u8], mem: &Storage<'_>) {
-        for (i, byte) in out.iter_mut().enumerate() {
-            let at = offset.saturating_add(i as u64);
-            *byte = match u32::try_from(at) {
-                Ok(at) if at < BAR0_LEN => {
-                    let dw = self.bar0_dw(at & !3, mem);
-                    dw.get((at & 3) as usize).copied().unwrap_or(0)
-                }
-                _ => 0,
-            };
-        }
+        read_bar0(self, offset, out, mem);
     }
 
     /// Serves a downstream memory request for this function, as
@@ -1055,57 +921,8 @@ impl Vnic {
         buf: &mut [u8],
         send: &mut impl FnMut(&[u8]),
     ) -> Result<Mmio, MmioError> {
-        let (r, write) = match &req.kind {
-            Kind::MemRead(r) => (r, false),
-            Kind::MemWrite(r) => (r, true),
-            _ => return Err(MmioError::NotMemory),
-        };
-        req.check().map_err(MmioError::Malformed)?;
-        let bytes = u64::from(r.length) * 4;
-        let hit = cs.bar_hit(r.address, bytes).filter(|h| h.bar == 0);
-        match (hit, write) {
-            (Some(hit), true) if !req.ep => {
-                self.apply_write(hit.offset, r, req.payload, mem);
-                Ok(Mmio::Written)
-            }
-            (_, true) => Ok(Mmio::Dropped),
-            (Some(hit), false) => {
-                let mps = DmaConfig::from_config_space(self.id, cs).max_payload;
-                let fill = |at: u64, out: &mut [u8]| self.mmio_read(hit.offset + at, out, mem);
-                let n = dma::complete_read(req, r, self.id, mps, buf, fill, send)
-                    .ok_or(MmioError::Buffer)?;
-                Ok(Mmio::Read { completions: n })
-            }
-            (None, false) => {
-                let cpl =
-                    Tlp::completion_for(req, self.id, CompletionStatus::UnsupportedRequest, &[])
-                        .map_err(MmioError::Malformed)?;
-                let n = cpl.emit(buf).map_err(|_| MmioError::Buffer)?;
-                send(buf.get(..n).unwrap_or(&[]));
-                Ok(Mmio::Unsupported)
-            }
-        }
-    }
-
-    fn apply_write(&mut self, offset: u64, r: &MemRequest, payload: &[u8], mem: &mut Storage<'_>) {
-        let last = usize::from(r.length).saturating_sub(1);
-        for (i, dw) in payload.chunks_exact(4).enumerate() {
-            let be = match i {
-                0 => r.first_be,
-                i if i == last => r.last_be,
-                _ => 0xf,
-            };
-            if be == 0 {
-                continue;
-            }
-            let data = <[u8; 4]>::try_from(dw).unwrap_or([0; 4]);
-            let at = offset.saturating_add(i as u64 * 4);
-            if let Ok(at) = u32::try_from(at) {
-                if at < BAR0_LEN {
-                    self.write_bar0_dw(at & !3, be, data, mem);
-                }
-            }
-        }
+        let id = self.id;
+        serve_bar0(self, id, req, cs, mem, buf, send)
     }
 
     // ------------------------------------------------------------------
@@ -1283,7 +1100,7 @@ impl Vnic {
         }
         // Every retirement is an event, a pad's too: the host may be
         // waiting for exactly those units.
-        queue.pending = queue.pending.saturating_add(1);
+        queue.moderation.add(1);
         if pad_only {
             return Taken::Dropped;
         }
@@ -1338,11 +1155,8 @@ impl Vnic {
     pub fn poll_at(&self) -> Option<Instant> {
         self.queues
             .iter()
-            .filter(|q| q.enabled && q.pending > 0)
-            .map(|q| match q.since {
-                Some(t) => t + Duration::from_micros(u64::from(q.itr_usecs)),
-                None => Instant::ZERO,
-            })
+            .filter(|q| q.enabled)
+            .filter_map(|q| q.moderation.poll_at())
             .min()
     }
 
@@ -1380,7 +1194,8 @@ impl Vnic {
         if let Some(n) = self.status_step(&cfg, buf) {
             return Some(n);
         }
-        self.deliver_msix(cs, buf)
+        // MSI-X last, so that an interrupt follows what it announces.
+        self.msix.deliver_due(&mut self.irq_due, cs, self.id, buf)
     }
 
     /// RX of queue pair `qi`: frame data, then completions.
@@ -1469,7 +1284,7 @@ impl Vnic {
         let ring = queue.ring_size.max(1);
         let first = queue.used.wrapping_sub(n as u32);
         let addr = queue.cq_addr + u64::from(first % ring) * DESC_LEN as u64;
-        queue.pending = queue.pending.saturating_add(n as u32);
+        queue.moderation.add(n as u32);
         // `batch` stays as it is until the write is out (`batch_n` is
         // cleared then), and no completion is added meanwhile.
         match DmaWrite::new(cfg, addr, n * DESC_LEN) {
@@ -1576,26 +1391,16 @@ impl Vnic {
         let Some(queue) = self.queues.get_mut(qi).filter(|q| q.enabled) else {
             return;
         };
-        if queue.pending == 0 || queue.cq_write.is_some() || queue.writing.is_some() {
+        if queue.cq_write.is_some() || queue.writing.is_some() || !queue.moderation.due(now) {
             return;
         }
-        let since = *queue.since.get_or_insert(now);
-        let due = since + Duration::from_micros(u64::from(queue.itr_usecs));
-        if queue.pending < queue.itr_frames.max(1) && now < due {
-            return;
-        }
-        queue.pending = 0;
-        queue.since = None;
         if queue.done != queue.done_written && queue.done_write.is_none() {
             queue.done_bytes = queue.done.encode();
             queue.done_written = queue.done;
             queue.done_write = DmaWrite::new(cfg, queue.tx_done_addr, DESC_LEN).ok();
         }
-        if queue.armed {
-            queue.armed = false;
+        if queue.moderation.signal() {
             self.irq_due |= 1 << (queue.vector & 7);
-        } else {
-            queue.unsignalled = true;
         }
     }
 
@@ -1611,56 +1416,58 @@ impl Vnic {
         }
     }
 
+    /// The status block's write, then MISC_VECTOR ([`StatusReport::step`]).
     fn status_step(&mut self, cfg: &DmaConfig, buf: &mut [u8]) -> Option<usize> {
-        if self.status_write.is_none() && self.causes != 0 {
-            let addr = self.status_addr;
-            let ok = good_address(addr, STATUS_BLOCK_LEN as u64, 64);
-            if ok {
-                self.generation = self.generation.wrapping_add(1).max(1);
-                let block = StatusBlock {
-                    generation: self.generation,
-                    causes: self.causes,
-                    status: self.status_reg(),
-                    mtu: self.mtu,
-                    prog_errors: self.prog_errors,
-                    last_error: self.last_error,
-                    stats: self.stats,
-                };
-                self.status_bytes = block.encode();
-                self.status_write = DmaWrite::new(cfg, addr, STATUS_BLOCK_LEN).ok();
+        let status = self.status_reg();
+        let mtu = self.mtu;
+        let stats = &self.stats;
+        let encode = |r: &StatusReport<STATUS_BLOCK_LEN>| {
+            StatusBlock {
+                generation: r.generation(),
+                causes: r.causes,
+                status,
+                mtu,
+                prog_errors: r.prog_errors,
+                last_error: r.last_error,
+                stats: *stats,
             }
-            self.causes = 0;
-            if !ok && core::mem::take(&mut self.misc_irq) {
-                // No block to write: the interrupt alone.
-                self.irq_due |= 1 << (self.misc_vector & 7);
-            }
+            .encode()
+        };
+        self.status.step(cfg, buf, &mut self.irq_due, encode)
+    }
+}
+
+/// BAR0 a double word at a time, for [`serve_bar0`] and [`read_bar0`]:
+/// the registers, RX and TX windows here, the MSI-X table and PBA in
+/// [`MsixTable`].
+impl<'a> Bar0<Storage<'a>> for Vnic {
+    const LEN: u32 = BAR0_LEN;
+
+    fn read_dw(&self, offset: u32, mem: &Storage<'a>) -> [u8; 4] {
+        if offset < RX_WINDOWS {
+            self.reg(offset, mem).to_le_bytes()
+        } else {
+            self.msix.read_dw(offset).unwrap_or([0; 4])
         }
-        if let Some(w) = self.status_write.as_mut() {
-            if let Some(Ok(n)) = w.next_tlp(&self.status_bytes, buf) {
-                return Some(n);
-            }
-            self.status_write = None;
-            if core::mem::take(&mut self.misc_irq) {
-                self.irq_due |= 1 << (self.misc_vector & 7);
-            }
-        }
-        None
     }
 
-    /// Sends a due MSI-X message, or one left pending that the host has
-    /// since unmasked.
-    fn deliver_msix(&mut self, cs: &ConfigSpace, buf: &mut [u8]) -> Option<usize> {
-        let control = cs.msix_control().unwrap_or(0);
-        while self.irq_due != 0 {
-            let vector = self.irq_due.trailing_zeros() as u16;
-            self.irq_due &= !(1 << vector);
-            match msix_message(&self.table, &mut self.pba, control, vector) {
-                Ok(msg) => return msg.emit(self.id, buf).ok(),
-                Err(MsixRefusal::Masked | MsixRefusal::Disabled | MsixRefusal::OutOfRange) => {}
+    fn write_dw(&mut self, offset: u32, be: u8, data: [u8; 4], mem: &mut Storage<'a>) {
+        let queues = MAX_QUEUES as u32;
+        if offset < RX_WINDOWS {
+            self.write_reg(offset, u32::from_le_bytes(data), be_mask(be), mem);
+        } else if let Some((q, at)) = window_at(offset, RX_WINDOWS, RX_WINDOW_LEN, queues) {
+            if q >= self.cfg.queues {
+                return self.refuse(offset, ERR_QUEUE);
             }
+            self.rx_window_dw(q as usize, at, be, data, mem);
+        } else if let Some((q, at)) = window_at(offset, TX_WINDOWS, TX_WINDOW_LEN, queues) {
+            if q >= self.cfg.queues {
+                return self.refuse(offset, ERR_QUEUE);
+            }
+            self.tx_window_dw(q as usize, at, be, data, mem);
+        } else {
+            self.msix.write_dw(offset, be, data);
         }
-        let msg = msix_take_pending(&self.table, &mut self.pba, control)?;
-        msg.emit(self.id, buf).ok()
     }
 }
 
