@@ -178,6 +178,9 @@ pub(crate) fn first_tlp(queue: &[u8]) -> Option<(&[u8], &[u8])> {
     Some((rest.get(..len)?, rest.get(len..)?))
 }
 
+/// Sent bytes at the front of an [`Outbox`] worth moving the rest down for.
+const COMPACT_AT: usize = 64 << 10;
+
 /// TLPs waiting for the session: whole TLPs, each after its 2-byte length,
 /// sent in the order they were pushed.
 #[derive(Default)]
@@ -219,6 +222,18 @@ impl Outbox {
         }
         if self.head == self.buf.len() {
             self.buf.clear();
+            self.head = 0;
+        } else if self.head >= COMPACT_AT && self.head * 2 >= self.buf.len() {
+            // A session that stays busy never drains the outbox whole: drop
+            // the sent front once it is half the buffer, or the buffer
+            // grows with every TLP ever sent (kmalloc refuses past 4 MiB).
+            // Each byte moves at most once per halving: linear overall.
+            let head = self.head;
+            let mut i = 0;
+            self.buf.retain(|_| {
+                i += 1;
+                i > head
+            });
             self.head = 0;
         }
     }
