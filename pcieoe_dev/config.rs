@@ -13,6 +13,7 @@ use core::{any::Any, fmt, fmt::Write};
 
 use crate::fabric::Fabric;
 use crate::pcieoe::vnic_layout::{MAX_QUEUES, MTU_LIMIT, MTU_MIN};
+use crate::vhba::{LunPath, CONFIG_LUNS};
 
 use kernel::{
     c_str,
@@ -81,8 +82,37 @@ pub(crate) struct Function {
     /// The IDs were written (else they follow the type's defaults).
     vendor_set: bool,
     device_set: bool,
-    /// The vNIC settings (kept, but unused, for the other types).
+    /// The vNIC settings (kept, but unused, for the other types; a vHBA
+    /// uses `queues`).
     pub(crate) vnic: VnicParams,
+    /// The vHBA settings (kept, but unused, for the other types).
+    pub(crate) vhba: VhbaParams,
+}
+
+/// A vHBA's LUNs: `lun0` .. `lun3` (Documentation/vhba.rst).
+pub(crate) struct VhbaParams {
+    /// Each LUN's backing, if set; served contiguous from `lun0`.
+    pub(crate) luns: [Option<LunPath>; CONFIG_LUNS],
+}
+
+/// Parses a LUN: empty (no LUN), or an absolute path, then optionally
+/// ` ro`. A path has no NUL and is short enough that `<path> ro` and a
+/// newline fit the attribute's page when read back; white space inside it
+/// is kept.
+fn parse_lun(s: &str) -> Option<Option<LunPath>> {
+    const PATH_LEN_MAX: usize = 4096 - " ro\n".len() - 1;
+    if s.is_empty() {
+        return Some(None);
+    }
+    let (path, read_only) = match s.strip_suffix(" ro") {
+        Some(p) => (p.trim_end(), true),
+        None => (s, false),
+    };
+    if !path.starts_with('/') || path.len() > PATH_LEN_MAX || path.contains('\0') {
+        return None;
+    }
+    let path = CString::try_from_fmt(kfmt!("{}", path)).ok()?;
+    Some(Some(LunPath { path, read_only }))
 }
 
 /// A vNIC's settings: `uplink`, `mac`, `mtu` and `queues`
@@ -267,8 +297,9 @@ const ATTR_UPLINK: usize = 4;
 const ATTR_MAC: usize = 5;
 const ATTR_MTU: usize = 6;
 const ATTR_QUEUES: usize = 7;
+const ATTR_LUN0: usize = 8;
 
-static FUNCTION_ATTRS: [Attr; 8] = [
+static FUNCTION_ATTRS: [Attr; 8 + CONFIG_LUNS] = [
     Attr {
         name: c_str!("type"),
         writable: true,
@@ -299,6 +330,22 @@ static FUNCTION_ATTRS: [Attr; 8] = [
     },
     Attr {
         name: c_str!("queues"),
+        writable: true,
+    },
+    Attr {
+        name: c_str!("lun0"),
+        writable: true,
+    },
+    Attr {
+        name: c_str!("lun1"),
+        writable: true,
+    },
+    Attr {
+        name: c_str!("lun2"),
+        writable: true,
+    },
+    Attr {
+        name: c_str!("lun3"),
         writable: true,
     },
 ];
@@ -340,6 +387,9 @@ impl FunctionItem {
             };
             if enable && !f.enabled && f.ty == FunctionType::Vnic {
                 check_uplink(&self.name, &f.vnic)?;
+            }
+            if enable && !f.enabled && f.ty == FunctionType::Vhba {
+                crate::vhba::check(&self.name, &f.vhba.luns)?;
             }
             if enable != f.enabled {
                 f.enabled = enable;
@@ -407,6 +457,11 @@ impl FunctionItem {
                     .filter(|q| (1..=VNIC_QUEUES_MAX).contains(q))
                     .ok_or_else(bad)?;
             }
+            a if (ATTR_LUN0..ATTR_LUN0 + CONFIG_LUNS).contains(&a) => {
+                let lun = parse_lun(s).ok_or_else(bad)?;
+                let slot = f.vhba.luns.get_mut(a - ATTR_LUN0).ok_or(EINVAL)?;
+                *slot = lun;
+            }
             _ => return Err(EINVAL),
         }
         Ok(false)
@@ -426,6 +481,13 @@ impl Item for FunctionItem {
             ATTR_MAC => writeln!(page, "{}", f.vnic.mac),
             ATTR_MTU => writeln!(page, "{}", f.vnic.mtu),
             ATTR_QUEUES => writeln!(page, "{}", f.vnic.queues),
+            a if (ATTR_LUN0..ATTR_LUN0 + CONFIG_LUNS).contains(&a) => {
+                match f.vhba.luns.get(a - ATTR_LUN0).and_then(Option::as_ref) {
+                    Some(l) if l.read_only => writeln!(page, "{} ro", &*l.path),
+                    Some(l) => writeln!(page, "{}", &*l.path),
+                    None => writeln!(page),
+                }
+            }
             _ => return Err(EINVAL),
         };
         r.map_err(|_| EFBIG)
@@ -480,6 +542,9 @@ impl configfs::Group for FunctionsDir {
             vendor_set: false,
             device_set: false,
             vnic: VnicParams::new(),
+            vhba: VhbaParams {
+                luns: [None, None, None, None],
+            },
         };
         self.cfg.model.lock().functions.push(function, GFP_KERNEL)?;
         pr_info!("function {} created\n", name);

@@ -22,9 +22,12 @@
 //! served function of that host whose BAR (in its configuration space, with
 //! Memory Space Enable) holds the whole request. None: an MRd gets an
 //! Unsupported Request completion and an MWr is dropped, both counted
-//! (`mem_no_bar`); so a host reaches only its own functions. A `test`
-//! function serves it with its behaviour ([`TestState`]); the other types
-//! have none yet and answer as before (`ur_unsupported`).
+//! (`mem_no_bar`); so a host reaches only its own functions. The function
+//! serves it with its behaviour: [`TestState`], [`VnicState`] or
+//! [`VhbaState`]. A vHBA's I/O on its backings sleeps: its workers do it
+//! outside `state` and hand the result back under it
+//! ([`Fabric::vhba_take`], [`Fabric::vhba_done`]); what the vHBA emits
+//! then goes to its host through the work, as a timeout's TLPs do.
 //!
 //! What a test function emits (completions of MMIO reads, DMA MRd/MWr,
 //! MSI-X) goes to its host in the same session's outbox. Completions from
@@ -46,7 +49,11 @@
 //! lock is taken: `sync` and the work release it before they send through
 //! the ports. `links` (a mutex) is taken after the configuration's mutex
 //! and before a port's. The timer's handler (softirq) takes only its own
-//! spinlock, to queue the work; the timer is armed under `state`.
+//! spinlock, to queue the work; the timer is armed under `state`. A
+//! vHBA's workers take `state` after their own buffer's mutex, never while
+//! they do I/O; `sync` waits for them (after taking their vHBA out of
+//! `state`, without holding it) under the configuration's mutex, which
+//! they never take.
 //!
 //! Which functions are served changes only in `sync`, which the
 //! configuration's mutex serialises: `sync` may look under one acquisition
@@ -83,11 +90,13 @@ use crate::pcieoe::{
     frame::Mac,
     function::{self, FunctionKind, Identity},
     tlp::{Bdf, CompletionStatus, Kind, MemRequest, Tlp},
+    vhba::{BackendRequest, IoError},
     vnic::{self, RxVerdict},
 };
 use crate::port::{first_tlp, queue_tlp, MacFmt, Outbox, PortHandle, Service};
 use crate::testfn::TestState;
 use crate::uplink::Uplink;
+use crate::vhba::{Backings, VhbaState};
 use crate::vnic::VnicState;
 
 /// Largest TLP the DI emits (a completion with one DW, or a Masks chunk).
@@ -103,6 +112,8 @@ struct Served {
     test: Option<KBox<TestState>>,
     /// The behaviour of a `vnic` function.
     vnic: Option<KBox<VnicState>>,
+    /// The behaviour of a `vhba` function.
+    vhba: Option<KBox<VhbaState>>,
     /// TLPs it emitted outside its host's receive path (the work), in
     /// order, waiting for that session's lock: [`flush_upstream`].
     upstream: KVec<u8>,
@@ -551,6 +562,29 @@ impl Fabric {
                 };
             }
             for s in served.iter_mut() {
+                let Some(v) = s.vhba.as_mut() else {
+                    continue;
+                };
+                let up = &mut s.upstream;
+                let mut send = |tlp: &[u8]| {
+                    if queue_tlp(up, tlp).is_err() {
+                        lost += 1;
+                    }
+                };
+                if v.expire(&s.cs, now, &mut send) {
+                    pr_warn_ratelimited!(
+                        "function {}: host {} did not complete a DMA read of WRITE data or a segment list within {} ms: commands failed\n",
+                        &*s.name,
+                        MacFmt(s.host),
+                        crate::vhba::DMA_TIMEOUT_NS / 1_000_000
+                    );
+                }
+                next = match (next, v.deadline()) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+            for s in served.iter_mut() {
                 let Some(t) = s.test.as_mut() else {
                     continue;
                 };
@@ -602,6 +636,65 @@ impl Fabric {
         self.prune_uplinks();
     }
 
+    /// The next request for the backings of a vHBA, with a WRITE's data
+    /// copied into `buf`; `None` if none waits or the vHBA is no longer
+    /// served. A vHBA's worker (process context).
+    pub(crate) fn vhba_take(
+        &self,
+        backings: &Arc<Backings>,
+        buf: &mut [u8],
+    ) -> Option<BackendRequest> {
+        let mut st = self.state.lock();
+        st.served
+            .iter_mut()
+            .find_map(|s| s.vhba.as_mut().filter(|v| v.owns(backings)))?
+            .take(buf)
+    }
+
+    /// A vHBA's worker executed `req` (READ data in `buf`): the command
+    /// completes, and what the vHBA emits then goes to its host through
+    /// the work. Dropped if the vHBA is no longer served (it was given
+    /// to another host, or disabled, meanwhile). Process context.
+    pub(crate) fn vhba_done(
+        &self,
+        backings: &Arc<Backings>,
+        req: &BackendRequest,
+        result: Result<(), IoError>,
+        buf: &[u8],
+    ) {
+        let now = now_ns();
+        let kick = {
+            let mut guard = self.state.lock();
+            let State {
+                served,
+                counters,
+                timer_at,
+            } = &mut *guard;
+            let Some(s) = served
+                .iter_mut()
+                .find(|s| s.vhba.as_ref().is_some_and(|v| v.owns(backings)))
+            else {
+                return;
+            };
+            let Some(v) = s.vhba.as_mut() else {
+                return;
+            };
+            let up = &mut s.upstream;
+            let mut lost = 0u64;
+            v.done(req, result, buf, &s.cs, now, &mut |tlp: &[u8]| {
+                if queue_tlp(up, tlp).is_err() {
+                    lost += 1;
+                }
+            });
+            counters.upstream_dropped += lost;
+            self.arm(timer_at, v.deadline());
+            !s.upstream.is_empty()
+        };
+        if kick {
+            self.kick();
+        }
+    }
+
     /// Moves the TLPs queued for `host` by the work into its session's
     /// outbox, in the order they were emitted. Under the session's lock:
     /// the receive path calls it before it answers anything, so what a
@@ -644,6 +737,7 @@ impl Fabric {
         let count = self.state.lock().served.len();
         let mut gone: KVec<KBox<TestState>> = KVec::with_capacity(count, GFP_KERNEL)?;
         let mut gone_vnics: KVec<KBox<VnicState>> = KVec::with_capacity(count, GFP_KERNEL)?;
+        let mut gone_vhbas: KVec<KBox<VhbaState>> = KVec::with_capacity(count, GFP_KERNEL)?;
         {
             let mut st = self.state.lock();
             for s in st.served.iter_mut() {
@@ -655,6 +749,9 @@ impl Fabric {
                     }
                     if let Some(v) = s.vnic.take() {
                         let _ = gone_vnics.push(v, GFP_ATOMIC);
+                    }
+                    if let Some(v) = s.vhba.take() {
+                        let _ = gone_vhbas.push(v, GFP_ATOMIC);
                     }
                 }
             }
@@ -673,6 +770,12 @@ impl Fabric {
         }
         drop(gone);
         drop(gone_vnics);
+        // Out of the state: no new I/O reaches their workers. Their I/O
+        // in progress ends first, then the backings are closed.
+        for v in gone_vhbas.iter() {
+            v.shutdown();
+        }
+        drop(gone_vhbas);
         self.prune_uplinks();
         // Add what is new.
         for host in model.hosts.iter() {
@@ -743,6 +846,16 @@ impl Fabric {
                     },
                     FunctionType::Test | FunctionType::Vhba => None,
                 };
+                let vhba = match f.ty {
+                    FunctionType::Vhba => Some(VhbaState::new(
+                        self.clone(),
+                        name,
+                        id,
+                        f.vnic.queues,
+                        &f.vhba.luns,
+                    )?),
+                    FunctionType::Test | FunctionType::Vnic => None,
+                };
                 let name = CString::try_from_fmt(kfmt!("{}", &**name))?;
                 let mut st = self.state.lock();
                 // Only `sync` changes the list, under the configuration's
@@ -766,6 +879,7 @@ impl Fabric {
                         cs,
                         test,
                         vnic,
+                        vhba,
                         upstream: KVec::new(),
                     },
                     GFP_ATOMIC,
@@ -913,6 +1027,10 @@ impl Fabric {
                             v.run(&s.cs, now_ns(), &mut |b: &[u8]| out.push(b));
                             self.arm(timer_at, v.deadline());
                         }
+                        if let Some(v) = s.vhba.as_mut() {
+                            v.run(&s.cs, now_ns(), &mut |b: &[u8]| out.push(b));
+                            self.arm(timer_at, v.deadline());
+                        }
                     }
                 }
             }
@@ -953,6 +1071,25 @@ impl Fabric {
                         self.arm(timer_at, v.deadline());
                     }
                     bridge(served, i, bridged);
+                    return;
+                }
+                if let Some(Served {
+                    vhba: Some(v),
+                    cs,
+                    name,
+                    ..
+                }) = i.and_then(|i| served.get_mut(i))
+                {
+                    if !v.completion(&tlp, cs, now_ns(), &mut |b: &[u8]| out.push(b)) {
+                        pr_warn_ratelimited!(
+                            "host {}: completion (tag {}, {}) for vHBA {} not expected: dropped\n",
+                            MacFmt(host),
+                            c.tag,
+                            c.status,
+                            &**name
+                        );
+                    }
+                    self.arm(timer_at, v.deadline());
                     return;
                 }
                 let s = i.and_then(|i| served.get_mut(i));
@@ -1088,10 +1225,25 @@ impl Fabric {
             bridge(served, i, bridged);
             return;
         }
+        if let Some(v) = s.vhba.as_mut() {
+            if let Err(e) = v.mmio(tlp, &s.cs, now_ns(), &mut |b: &[u8]| out.push(b)) {
+                counters.malformed += 1;
+                pr_warn_ratelimited!(
+                    "host {}: {} at {:#x} for vHBA {}: {}: dropped\n",
+                    MacFmt(host),
+                    tlp.name(),
+                    r.address,
+                    &*s.name,
+                    e
+                );
+            }
+            self.arm(timer_at, v.deadline());
+            return;
+        }
         let Some(t) = s.test.as_mut() else {
-            // Memory requests reach the vHBA in a later stage; until then
-            // a read is answered UR so that the requester does not wait
-            // for its timeout.
+            // No behaviour (cannot be: each type has one): a read is
+            // answered UR so that the requester does not wait for its
+            // timeout.
             counters.ur_unsupported += 1;
             if let Some(n) = unsupported(tlp, &mut buf) {
                 out.push(buf.get(..n).unwrap_or(&[]));
@@ -1221,6 +1373,9 @@ impl Show for FabricStats {
                 )?;
             }
             if let Some(v) = s.vnic.as_ref() {
+                v.show(f)?;
+            }
+            if let Some(v) = s.vhba.as_ref() {
                 v.show(f)?;
             }
             writeln!(f)?;

@@ -22,6 +22,7 @@ mod ports;
 mod stats;
 mod testfn;
 mod uplink;
+mod vhba;
 mod vnic;
 
 use fabric::{DiPort, Fabric, FabricStats, Running};

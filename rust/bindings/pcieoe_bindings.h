@@ -34,3 +34,4 @@ int pci_hp_add_bridge(struct pci_dev *dev);
 #include <linux/etherdevice.h>
 #include <linux/ethtool.h>
 #include <linux/rtnetlink.h>
+#include <linux/falloc.h>

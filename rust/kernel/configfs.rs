@@ -55,7 +55,7 @@ use core::{
 };
 
 /// The most attributes one item type can have.
-pub const MAX_ATTRS: usize = 8;
+pub const MAX_ATTRS: usize = 16;
 
 /// configfs's limit for names kept inline (longer ones are allocated).
 const INLINE_NAME_LEN: usize = bindings::CONFIGFS_ITEM_NAME_LEN as usize;
@@ -234,9 +234,25 @@ type StoreFn = unsafe extern "C" fn(*mut bindings::config_item, *const c_char, u
 // per index.
 const SHOW: [ShowFn; MAX_ATTRS] = [
     show::<0>, show::<1>, show::<2>, show::<3>, show::<4>, show::<5>, show::<6>, show::<7>,
+    show::<8>, show::<9>, show::<10>, show::<11>, show::<12>, show::<13>, show::<14>, show::<15>,
 ];
 const STORE: [StoreFn; MAX_ATTRS] = [
-    store::<0>, store::<1>, store::<2>, store::<3>, store::<4>, store::<5>, store::<6>, store::<7>,
+    store::<0>,
+    store::<1>,
+    store::<2>,
+    store::<3>,
+    store::<4>,
+    store::<5>,
+    store::<6>,
+    store::<7>,
+    store::<8>,
+    store::<9>,
+    store::<10>,
+    store::<11>,
+    store::<12>,
+    store::<13>,
+    store::<14>,
+    store::<15>,
 ];
 
 fn short_name(name: &CStr) -> Result {

@@ -107,6 +107,8 @@ check "configfs: set f1 vendor_id 0x1234" set_attr f1 vendor_id 0x1234
 check "configfs: set f1 device_id abcd" set_attr f1 device_id abcd
 check "configfs: f1 vendor_id reads 0x1234" reads "$CFG/functions/f1/vendor_id" 0x1234
 check "configfs: f1 device_id reads 0xabcd" reads "$CFG/functions/f1/device_id" 0xabcd
+check "configfs: f1 lun0 set (a vhba needs one to be enabled)" \
+	bash -c "truncate -s 1M /tmp/pcieoe-configfs-lun0.img && echo /tmp/pcieoe-configfs-lun0.img >$CFG/functions/f1/lun0"
 check "configfs: enable f0 and f1" bash -c "echo 1 >$CFG/functions/f0/enable && echo 1 >$CFG/functions/f1/enable"
 check "configfs: f0 enable reads 1" reads "$CFG/functions/f0/enable" 1
 dmesg_clean "configfs: functions"
