@@ -634,7 +634,9 @@ impl Remote {
         let Some(bus) = bus.as_ref() else {
             return;
         };
-        match bus.scan_slot(dev << 3) {
+        // The BAR windows reach the posted-write path before a loaded
+        // driver probes the function and posts to it.
+        match bus.scan_slot_with(dev << 3, || self.refresh_cache()) {
             Ok(n) if n > 0 => {
                 self.ev.lock().counters.added += 1;
                 pr_info!(

@@ -700,6 +700,19 @@ impl<T: ConfigOps> RootBus<T> {
     ///
     /// `EINVAL` when `devfn` is not function 0 of a slot.
     pub fn scan_slot(&self, devfn: u8) -> Result<usize> {
+        self.scan_slot_with(devfn, || {})
+    }
+
+    /// [`RootBus::scan_slot`], calling `assigned` once the BARs are
+    /// assigned and before any driver probes: the bus's owner updates
+    /// what its non-sleeping paths know of the new functions (their BAR
+    /// windows), which a driver that is already loaded uses from its
+    /// `probe` on.
+    ///
+    /// # Errors
+    ///
+    /// As [`RootBus::scan_slot`].
+    pub fn scan_slot_with(&self, devfn: u8, assigned: impl FnOnce()) -> Result<usize> {
         if devfn & 7 != 0 {
             return Err(EINVAL);
         }
@@ -739,6 +752,7 @@ impl<T: ConfigOps> RootBus<T> {
         // every unassigned BAR and window of the hierarchy.
         unsafe { bindings::pci_assign_unassigned_bus_resources(bus) };
         self.install_dma_ops(devfn);
+        assigned();
         // SAFETY: As above. Adds the new devices (drivers probe them).
         unsafe { bindings::pci_bus_add_devices(bus) };
         if !self.has_device_slot(devfn) {
