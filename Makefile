@@ -11,9 +11,10 @@
 #   make test     cargo tests of the engine and tools only
 #   make vm-test  the VM selftests only (kernel and modules already built)
 #   make bench-vnic  the vNIC against a plain veth pair, in a VM
+#   make bench-vhba  the vHBA against its null_blk backing used locally, in a VM
 #   make clean    remove build products from the tree
 
-.PHONY: all check demo setup kernel modules test vm-test bench-vnic clean
+.PHONY: all check demo setup kernel modules test vm-test bench-vnic bench-vhba clean
 all: modules
 
 check:
@@ -39,6 +40,9 @@ vm-test:
 
 bench-vnic:
 	@scripts/bench-vnic
+
+bench-vhba:
+	@scripts/bench-vhba
 
 clean:
 	@if [ -e "$${PCIEOE_CACHE:-$$HOME/.cache/pcieoe}/kernel/current" ]; then \
