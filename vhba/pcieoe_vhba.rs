@@ -41,6 +41,8 @@ use kernel::prelude::*;
 #[path = "layout.rs"]
 pub mod layout;
 
+#[path = "../common/bar0.rs"]
+mod bar0;
 mod hw;
 mod queue;
 mod status;

@@ -8,23 +8,20 @@
 //! (`ENODEV` from every call once the fabric or the DI is gone) is logged
 //! once, not once per register, and teardown carries on.
 
+use crate::bar0::Bar0;
 use crate::layout::*;
-use core::sync::atomic::{AtomicBool, Ordering};
-use kernel::{
-    pci_host::Mmio,
-    prelude::*,
-    str::{CStr, CString},
-};
+use kernel::{pci_host::Mmio, prelude::*, str::CString};
 
-/// The only BAR of the function.
-const BAR: u8 = 0;
+/// The function's BAR0 (the shared accessors, [`Bar0`]) and the
+/// identity read at probe.
+pub(crate) struct Hw(Bar0);
 
-/// The function's BAR0 and its PCI name, for the log.
-pub(crate) struct Hw {
-    mmio: Mmio,
-    name: CString,
-    /// `ENODEV` was seen and logged.
-    gone: AtomicBool,
+impl core::ops::Deref for Hw {
+    type Target = Bar0;
+
+    fn deref(&self) -> &Bar0 {
+        &self.0
+    }
 }
 
 /// What the function says about itself at probe.
@@ -40,90 +37,7 @@ pub(crate) struct Identity {
 
 impl Hw {
     pub(crate) fn new(mmio: Mmio, name: CString) -> Self {
-        Self {
-            mmio,
-            name,
-            gone: AtomicBool::new(false),
-        }
-    }
-
-    /// The PCI name (`DDDD:BB:SS.F`).
-    pub(crate) fn name(&self) -> &CStr {
-        &self.name
-    }
-
-    /// Logs a failed access: `ENODEV` once (the function is gone, and
-    /// every later access fails the same way), anything else each time
-    /// (set-up only: not reachable from the data path).
-    fn failed(&self, what: &str, offset: u32, e: Error) -> Error {
-        if e == ENODEV {
-            if !self.gone.swap(true, Ordering::Relaxed) {
-                pr_warn!("{}: the function is gone (ENODEV)\n", self.name());
-            }
-        } else {
-            pr_err!(
-                "{}: {} at BAR0+{:#x} failed: {:?}\n",
-                self.name(),
-                what,
-                offset,
-                e
-            );
-        }
-        e
-    }
-
-    /// Reads a register: process context only, a round trip. Never on the
-    /// data path.
-    pub(crate) fn read32(&self, offset: u32) -> Result<u32> {
-        self.mmio
-            .read32(BAR, offset.into())
-            .map_err(|e| self.failed("read", offset, e))
-    }
-
-    /// Writes a register (posted; may sleep while the link is backlogged).
-    pub(crate) fn write32(&self, offset: u32, value: u32) -> Result {
-        self.mmio
-            .write32(BAR, offset.into(), value)
-            .map_err(|e| self.failed("write", offset, e))
-    }
-
-    /// Writes a 64-bit address into a LO/HI register pair, low half first.
-    pub(crate) fn write64(&self, lo: u32, value: u64) -> Result {
-        self.write32(lo, value as u32)?;
-        self.write32(lo + 4, (value >> 32) as u32)
-    }
-
-    /// Writes `data` at `offset`, sleeping while the link is backlogged:
-    /// the initial RX posts in `open`.
-    pub(crate) fn write(&self, offset: u32, data: &[u8]) -> Result {
-        self.mmio
-            .write(BAR, offset.into(), data)
-            .map_err(|e| self.failed("write", offset, e))
-    }
-
-    /// Writes `data` at `offset` without sleeping (the data path), all or
-    /// nothing. `EAGAIN` (the link is backlogged; nothing was sent) is the
-    /// caller's to retry and is not logged.
-    pub(crate) fn post(&self, offset: u32, data: &[u8]) -> Result {
-        match self.mmio.post(BAR, offset.into(), data) {
-            Err(e) if e == ENODEV => {
-                if !self.gone.swap(true, Ordering::Relaxed) {
-                    pr_warn!("{}: the function is gone (ENODEV)\n", self.name());
-                }
-                Err(e)
-            }
-            Err(e) if e != EAGAIN => {
-                kernel::pr_warn_ratelimited!(
-                    "{}: posted write at BAR0+{:#x} ({} bytes) failed: {:?}\n",
-                    self.name(),
-                    offset,
-                    data.len(),
-                    e
-                );
-                Err(e)
-            }
-            r => r,
-        }
+        Self(Bar0::new(mmio, name))
     }
 
     /// Reads and checks the identity registers.
